@@ -1,0 +1,282 @@
+//! The command line and its environment variables (CONTRACT §4): one typed
+//! struct per command, every flag with its variable, `--help` as reference.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "calltrail", version, about = "System of record for AI voice-agent calls: receives the platform's webhooks, keeps every delivery, serves calls over GraphQL.", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply pending migrations, then serve (the default).
+    Serve,
+    /// Run database migrations by hand.
+    Migrate {
+        #[arg(value_enum, default_value = "up")]
+        action: MigrateAction,
+    },
+    /// Send realistic, signed call lifecycles to a running server (demo and load tool).
+    Simulate(crate::simulate::SimulateArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MigrateAction {
+    /// Apply every pending migration.
+    Up,
+    /// Roll back the latest migration.
+    Down,
+    /// List migrations and whether each is applied.
+    Status,
+    /// Drop every table and apply all migrations again (destroys data).
+    Fresh,
+}
+
+/// Settings of the server (and of the commands that open its database).
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Database: `sqlite://FILE?mode=rwc` (embedded default) or `postgres://…`.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://calltrail.db?mode=rwc",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: String,
+
+    /// Address to listen on.
+    #[arg(
+        long,
+        env = "CALLTRAIL_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Webhook secrets, comma-separated: `pk_…:sk_…` pairs and/or bare secrets
+    /// (several = rotation). None: unsigned deliveries are accepted (a warning is logged).
+    #[arg(
+        long,
+        env = "CALLTRAIL_WEBHOOK_SECRETS",
+        global = true,
+        hide_env_values = true
+    )]
+    pub webhook_secrets: Option<WebhookSecrets>,
+
+    /// When set, GraphQL requires `Authorization: Bearer <token>`.
+    #[arg(
+        long,
+        env = "CALLTRAIL_API_TOKEN",
+        global = true,
+        hide_env_values = true
+    )]
+    pub api_token: Option<Secret>,
+
+    /// Largest webhook body accepted, in bytes (larger: 413).
+    #[arg(
+        long,
+        env = "CALLTRAIL_MAX_BODY_BYTES",
+        default_value_t = 1_048_576,
+        global = true
+    )]
+    pub max_body_bytes: usize,
+
+    /// Origins allowed to call `/graphql` from a browser, comma-separated.
+    #[arg(
+        long,
+        env = "CALLTRAIL_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// How long an unfinished call may stay silent before it counts as stale (`90s`, `2m`, `1h`).
+    #[arg(long, env = "CALLTRAIL_STALE_AFTER", default_value = "40m", value_parser = parse_duration, global = true)]
+    pub stale_after: Duration,
+
+    /// Log filter (tracing `EnvFilter` syntax).
+    #[arg(long = "log", env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_filter: String,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "CALLTRAIL_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    /// SQLite durability: `full` fsyncs every commit, so a 2xx survives a power
+    /// cut; `normal` is faster and may lose the last commits on power loss.
+    #[arg(
+        long,
+        env = "CALLTRAIL_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full",
+        global = true
+    )]
+    pub sqlite_synchronous: SqliteSynchronous,
+
+    /// Ingest writers (each commits its own batches; a call always goes to the
+    /// same writer). Default: 1 on SQLite (its only possible writer), 4 on PostgreSQL.
+    #[arg(long, env = "CALLTRAIL_INGEST_WRITERS", global = true)]
+    pub ingest_writers: Option<usize>,
+
+    /// Most deliveries one writer commits in one transaction.
+    #[arg(
+        long,
+        env = "CALLTRAIL_INGEST_BATCH",
+        default_value_t = 128,
+        global = true
+    )]
+    pub ingest_batch: usize,
+
+    /// Deliveries waiting for a writer, per writer, before the webhook answers 503.
+    #[arg(
+        long,
+        env = "CALLTRAIL_INGEST_QUEUE",
+        default_value_t = 4096,
+        global = true
+    )]
+    pub ingest_queue: usize,
+
+    /// Connections for reads (GraphQL), besides one per writer.
+    #[arg(
+        long,
+        env = "CALLTRAIL_DB_READ_CONNECTIONS",
+        default_value_t = 8,
+        global = true
+    )]
+    pub db_read_connections: u32,
+}
+
+impl Config {
+    /// Defaults everywhere but the database: for tests and embedding.
+    pub fn for_database(database_url: &str) -> Self {
+        let mut cli = Cli::parse_from(["calltrail"]);
+        cli.config.database_url = database_url.to_owned();
+        cli.config
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+/// A string that never shows in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl FromStr for Secret {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// `CALLTRAIL_WEBHOOK_SECRETS`: `pk:sk` pairs (chosen by `x-public-key`) and bare secrets.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct WebhookSecrets {
+    pub entries: Vec<(Option<String>, Secret)>,
+}
+
+impl FromStr for WebhookSecrets {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let entry = match item.split_once(':') {
+                Some((pk, sk)) if !pk.is_empty() && !sk.is_empty() => {
+                    (Some(pk.to_owned()), Secret(sk.to_owned()))
+                }
+                Some(_) => return Err("a `pk:sk` pair needs both a public key and a secret".into()),
+                None => (None, Secret(item.to_owned())),
+            };
+            entries.push(entry);
+        }
+        if entries.is_empty() {
+            return Err(
+                "no secret given (unset the variable to accept unsigned deliveries)".into(),
+            );
+        }
+        Ok(Self { entries })
+    }
+}
+
+impl fmt::Debug for WebhookSecrets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<_> = self
+            .entries
+            .iter()
+            .map(|(pk, _)| pk.as_deref().unwrap_or("(bare)"))
+            .collect();
+        write!(f, "WebhookSecrets({keys:?})")
+    }
+}
+
+/// `90s`, `2m`, `1h`, `1d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_mix_pairs_and_bare_secrets_and_never_print() {
+        let s: WebhookSecrets = "pk_a:sk_a, sk_b".parse().unwrap();
+        assert_eq!(s.entries[0], (Some("pk_a".into()), Secret("sk_a".into())));
+        assert_eq!(s.entries[1], (None, Secret("sk_b".into())));
+        assert!(!format!("{s:?}").contains("sk_"));
+        assert!("pk_a:".parse::<WebhookSecrets>().is_err());
+    }
+
+    #[test]
+    fn durations_read_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("40m"), Ok(Duration::from_secs(2400)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

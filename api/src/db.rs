@@ -1,0 +1,117 @@
+//! Opening the database: connection options that make a 2xx durable, one
+//! pool for the ingest writers and one for reads, and the migration checks.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm::sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
+};
+use sea_orm::{DatabaseBackend, DatabaseConnection, SqlxPostgresConnector, SqlxSqliteConnector};
+
+use crate::config::{Config, SqliteSynchronous as Sync};
+
+/// The two pools: writers never wait behind readers, readers never behind a
+/// writer's transaction.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub write: DatabaseConnection,
+    pub read: DatabaseConnection,
+}
+
+impl Db {
+    pub fn backend(&self) -> DatabaseBackend {
+        self.write.get_database_backend()
+    }
+
+    /// Open both pools for this configuration (`writers` write connections).
+    pub async fn connect(config: &Config, writers: usize) -> anyhow::Result<Self> {
+        let url = config.database_url.as_str();
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(match config.sqlite_synchronous {
+                    Sync::Full => SqliteSynchronous::Full,
+                    Sync::Normal => SqliteSynchronous::Normal,
+                })
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let pool = |n: u32| {
+                SqlitePoolOptions::new()
+                    .max_connections(n)
+                    .acquire_timeout(Duration::from_secs(5))
+            };
+            let write = pool(writers as u32)
+                .connect_with(options.clone())
+                .await
+                .map_err(unreachable(url))?;
+            let read = pool(config.db_read_connections)
+                .connect_with(options)
+                .await
+                .map_err(unreachable(url))?;
+            Ok(Self {
+                write: SqlxSqliteConnector::from_sqlx_sqlite_pool(write),
+                read: SqlxSqliteConnector::from_sqlx_sqlite_pool(read),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = |n: u32| {
+                PgPoolOptions::new()
+                    .max_connections(n)
+                    .acquire_timeout(Duration::from_secs(5))
+            };
+            let write = pool(writers as u32)
+                .connect(url)
+                .await
+                .map_err(unreachable(url))?;
+            let read = pool(config.db_read_connections)
+                .connect(url)
+                .await
+                .map_err(unreachable(url))?;
+            Ok(Self {
+                write: SqlxPostgresConnector::from_sqlx_postgres_pool(write),
+                read: SqlxPostgresConnector::from_sqlx_postgres_pool(read),
+            })
+        } else {
+            bail!(
+                "DATABASE_URL must start with sqlite:// or postgres:// (got {:?})",
+                redact(url)
+            )
+        }
+    }
+
+    /// Apply every pending migration.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        Migrator::up(&self.write, None)
+            .await
+            .context("applying migrations")
+    }
+
+    /// Ready: the database answers and no migration is pending.
+    pub async fn ready(&self) -> Result<(), String> {
+        match Migrator::get_pending_migrations(&self.read).await {
+            Ok(pending) if pending.is_empty() => Ok(()),
+            Ok(pending) => Err(format!("{} migration(s) pending", pending.len())),
+            Err(e) => Err(format!("database unavailable: {e}")),
+        }
+    }
+}
+
+fn unreachable(url: &str) -> impl FnOnce(sea_orm::sqlx::Error) -> anyhow::Error + '_ {
+    move |e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url))
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}

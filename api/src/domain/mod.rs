@@ -1,0 +1,172 @@
+//! The pure core: turning raw bytes into a [`Delivery`] ([`parse`]), and a
+//! delivery into changes of a call's state ([`CallState::apply`], driven by
+//! [`Projection`], which also decides what is a duplicate). No I/O here: the
+//! ingest writers load state, run these functions and write what they return.
+
+mod apply;
+mod parse;
+mod projection;
+
+pub use apply::{ActionRow, AnalysisRow, AttemptState, CallState, Effect};
+pub use parse::{
+    ActionFields, AnalysisFields, CallFields, Credits, Delivery, Format, ParseError, Report, parse,
+};
+pub use projection::{Changes, Decision, EventRef, NewEvent, Projection, StoredEvent};
+
+use std::fmt;
+
+/// Status of an attempt (and of a call: the status of its latest attempt).
+/// Stored as the GraphQL enum name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallStatus {
+    Initiate,
+    InProgress,
+    Ended,
+    Completed,
+    Timeout,
+    Failed,
+    ValidationFailed,
+    Busy,
+    NoAnswer,
+    Skip,
+    Rescheduled,
+    Aborted,
+}
+
+impl CallStatus {
+    pub const ALL: [CallStatus; 12] = [
+        Self::Initiate,
+        Self::InProgress,
+        Self::Ended,
+        Self::Completed,
+        Self::Timeout,
+        Self::Failed,
+        Self::ValidationFailed,
+        Self::Busy,
+        Self::NoAnswer,
+        Self::Skip,
+        Self::Rescheduled,
+        Self::Aborted,
+    ];
+
+    /// Position in the forward-only order: INITIATE < IN_PROGRESS < ENDED <
+    /// COMPLETED < every outcome (outcomes share the top rank, so the first
+    /// outcome an attempt reaches is kept).
+    pub fn rank(self) -> u8 {
+        match self {
+            Self::Initiate => 0,
+            Self::InProgress => 1,
+            Self::Ended => 2,
+            Self::Completed => 3,
+            _ => 4,
+        }
+    }
+
+    /// The attempt is over: a new `call.initiate` opens the next attempt.
+    pub fn is_outcome(self) -> bool {
+        self.rank() >= 3
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Initiate => "INITIATE",
+            Self::InProgress => "IN_PROGRESS",
+            Self::Ended => "ENDED",
+            Self::Completed => "COMPLETED",
+            Self::Timeout => "TIMEOUT",
+            Self::Failed => "FAILED",
+            Self::ValidationFailed => "VALIDATION_FAILED",
+            Self::Busy => "BUSY",
+            Self::NoAnswer => "NO_ANSWER",
+            Self::Skip => "SKIP",
+            Self::Rescheduled => "RESCHEDULED",
+            Self::Aborted => "ABORTED",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == s)
+    }
+}
+
+impl fmt::Display for CallStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an upstream `event.type` means to calltrail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    Initiate,
+    InProgress,
+    Ended,
+    Completed,
+    Timeout,
+    EndOfCall,
+    LifecycleEnded,
+    Failed,
+    Busy,
+    NoAnswer,
+    ValidationFailed,
+    Skip,
+    Rescheduled,
+    Aborted,
+    Action,
+    /// A type calltrail does not know: kept in the raw log, no other effect.
+    Unknown,
+}
+
+impl EventKind {
+    pub fn from_v1(event_type: &str) -> Self {
+        match event_type {
+            "call.initiate" => Self::Initiate,
+            "call.in-progress" => Self::InProgress,
+            "call.ended" => Self::Ended,
+            "call.completed" => Self::Completed,
+            "call.timeout" => Self::Timeout,
+            "end-of-call" => Self::EndOfCall,
+            "call.lifecycle-ended" => Self::LifecycleEnded,
+            "call.failed" => Self::Failed,
+            "call.busy" => Self::Busy,
+            "call.no-answer" => Self::NoAnswer,
+            "call.validation-failed" => Self::ValidationFailed,
+            "call.skip" => Self::Skip,
+            "call.rescheduled" => Self::Rescheduled,
+            "call.aborted" => Self::Aborted,
+            "action" => Self::Action,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The attempt status this event moves towards, if any. `end-of-call`
+    /// means the conversation was processed, so it implies COMPLETED.
+    pub fn status(self) -> Option<CallStatus> {
+        Some(match self {
+            Self::Initiate => CallStatus::Initiate,
+            Self::InProgress => CallStatus::InProgress,
+            Self::Ended => CallStatus::Ended,
+            Self::Completed | Self::EndOfCall => CallStatus::Completed,
+            Self::Timeout => CallStatus::Timeout,
+            Self::Failed => CallStatus::Failed,
+            Self::Busy => CallStatus::Busy,
+            Self::NoAnswer => CallStatus::NoAnswer,
+            Self::ValidationFailed => CallStatus::ValidationFailed,
+            Self::Skip => CallStatus::Skip,
+            Self::Rescheduled => CallStatus::Rescheduled,
+            Self::Aborted => CallStatus::Aborted,
+            Self::LifecycleEnded | Self::Action | Self::Unknown => return None,
+        })
+    }
+
+    /// The customer picked up (counts towards `connectRate`).
+    pub fn connects(self) -> bool {
+        matches!(
+            self,
+            Self::InProgress | Self::Ended | Self::Completed | Self::EndOfCall | Self::Timeout
+        )
+    }
+}
+
+/// `action` rows start PENDING; workers move them with `acknowledgeAction`.
+pub const ACTION_PENDING: &str = "PENDING";

@@ -1,0 +1,142 @@
+//! The ingest writers (DESIGN "Ingest writers and group commit"): the webhook
+//! hands a parsed delivery to the writer that owns its call, the writer
+//! commits whatever is queued as one transaction, and only then answers.
+
+mod store;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::DatabaseConnection;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::domain::Delivery;
+
+pub use store::{Receipt, commit_batch};
+
+/// A delivery waiting for its commit.
+pub struct Job {
+    pub delivery: Delivery,
+    pub signature_verified: bool,
+    pub received_at: DateTime<Utc>,
+    reply: oneshot::Sender<Result<Receipt, IngestError>>,
+}
+
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("the ingest queue is full; retry shortly")]
+    Overloaded,
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the server is shutting down")]
+    ShuttingDown,
+}
+
+/// Handle to the writers; cheap to clone.
+#[derive(Clone)]
+pub struct Ingestor {
+    queues: Vec<mpsc::Sender<Job>>,
+}
+
+impl Ingestor {
+    /// Start `writers` writer tasks on `db`, each committing up to `batch`
+    /// deliveries at once with up to `queue` waiting.
+    pub fn start(
+        db: DatabaseConnection,
+        writers: usize,
+        batch: usize,
+        queue: usize,
+    ) -> (Self, Vec<JoinHandle<()>>) {
+        let (queues, tasks) = (0..writers.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::channel(queue.max(1));
+                (tx, tokio::spawn(run_writer(db.clone(), rx, batch.max(1))))
+            })
+            .unzip();
+        (Self { queues }, tasks)
+    }
+
+    /// Commit one delivery (or find it already stored) and say which event it is.
+    pub async fn submit(
+        &self,
+        delivery: Delivery,
+        signature_verified: bool,
+    ) -> Result<Receipt, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let queue = &self.queues[self.route(&delivery)];
+        let job = Job {
+            delivery,
+            signature_verified,
+            received_at: Utc::now().trunc_subsecs(6),
+            reply,
+        };
+        queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
+        })?;
+        answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Deliveries waiting for a writer, over all writers.
+    pub fn queue_depth(&self) -> usize {
+        self.queues
+            .iter()
+            .map(|q| q.max_capacity() - q.capacity())
+            .sum()
+    }
+
+    /// Every delivery of one call goes to the same writer, so a call's
+    /// deliveries are applied in arrival order and writers never contend for
+    /// a call row. Deliveries without a call are routed by their bytes, so
+    /// that copies of one meet in the same writer.
+    fn route(&self, d: &Delivery) -> usize {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        let key = d.call_id.as_deref().unwrap_or(&d.dedupe_key);
+        (BuildHasherDefault::<DefaultHasher>::default().hash_one(key) % self.queues.len() as u64)
+            as usize
+    }
+}
+
+async fn run_writer(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch: usize) {
+    let mut jobs = Vec::with_capacity(batch);
+    while rx.recv_many(&mut jobs, batch).await > 0 {
+        commit_and_answer(&db, std::mem::take(&mut jobs)).await;
+    }
+}
+
+/// Commit a batch; if it fails, commit its deliveries one at a time so one
+/// bad delivery cannot fail its neighbours. Every answer follows a commit.
+async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>) {
+    let inputs: Vec<_> = jobs
+        .iter()
+        .map(|j| (&j.delivery, j.received_at, j.signature_verified))
+        .collect();
+    match commit_batch(db, &inputs).await {
+        Ok(receipts) => {
+            for (job, receipt) in jobs.into_iter().zip(receipts) {
+                let _ = job.reply.send(Ok(receipt));
+            }
+        }
+        Err(err) if jobs.len() > 1 => {
+            tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
+            for job in jobs {
+                let result = commit_batch(
+                    db,
+                    &[(&job.delivery, job.received_at, job.signature_verified)],
+                )
+                .await;
+                let _ = job
+                    .reply
+                    .send(result.map(|mut r| r.remove(0)).map_err(unavailable));
+            }
+        }
+        Err(err) => {
+            let job = jobs.into_iter().next().expect("one job");
+            let _ = job.reply.send(Err(unavailable(err)));
+        }
+    }
+}
+
+fn unavailable(err: sea_orm::DbErr) -> IngestError {
+    tracing::error!(error = %err, "delivery not committed");
+    IngestError::Unavailable(err.to_string())
+}

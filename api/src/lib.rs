@@ -1,0 +1,18 @@
+//! calltrail: the system of record for AI voice-agent calls.
+//!
+//! Data path (docs/ARCHITECTURE.md): [`webhook`] verifies and [`domain::parse`]s
+//! a delivery, an [`ingest`] writer applies it with the pure lifecycle rules of
+//! [`domain`] and commits, then the webhook answers.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod ingest;
+pub mod simulate;
+pub mod startup;
+pub mod telemetry;
+pub mod webhook;
+
+pub use config::Config;
+pub use startup::Application;

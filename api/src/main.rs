@@ -1,0 +1,25 @@
+//! The `calltrail` binary: parse the command line, set up logging, run.
+
+use clap::Parser;
+
+use calltrail::config::{Cli, Command};
+use calltrail::{Application, cli, simulate, telemetry};
+
+#[tokio::main]
+async fn main() {
+    let Cli { command, config } = Cli::parse();
+    telemetry::init(&config.log_filter, config.log_format);
+    let result = match command.unwrap_or(Command::Serve) {
+        Command::Serve => match Application::build(config).await {
+            Ok(app) => app.run_until_stopped().await,
+            Err(e) => Err(e),
+        },
+        Command::Migrate { action } => cli::migrate(&config, action).await,
+        Command::Simulate(args) => simulate::run(args).await,
+    };
+    if let Err(err) = result {
+        // One line saying what failed and why; no backtrace.
+        eprintln!("calltrail: {err:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,425 @@
+//! `calltrail simulate`: realistic, signed call lifecycles sent to a running
+//! server — each call's deliveries in order, many calls in parallel. The demo
+//! data for a first look, and the load tool of docs/PERFORMANCE.md.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+
+use crate::config::WebhookSecrets;
+use crate::webhook::sign;
+
+#[derive(Clone, Debug, Args)]
+pub struct SimulateArgs {
+    /// Base URL of the calltrail server.
+    #[arg(
+        long,
+        env = "CALLTRAIL_SIMULATE_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub url: String,
+    /// Call lifecycles to send.
+    #[arg(long, env = "CALLTRAIL_SIMULATE_CALLS", default_value_t = 50)]
+    pub calls: usize,
+    /// Calls in flight at once (each sends its deliveries in order).
+    #[arg(long, env = "CALLTRAIL_SIMULATE_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    /// Sign with this secret: `pk_…:sk_…` (sends x-public-key) or a bare secret.
+    #[arg(long, env = "CALLTRAIL_SIMULATE_SECRET", hide_env_values = true)]
+    pub secret: Option<WebhookSecrets>,
+    /// Seed of the generator: the same seed sends the same calls (default: random).
+    #[arg(long, env = "CALLTRAIL_SIMULATE_SEED")]
+    pub seed: Option<u64>,
+}
+
+/// What a run did, as the closing summary prints it.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub sent: usize,
+    pub stored: usize,
+    pub duplicates: usize,
+    pub errors: usize,
+    pub elapsed: Duration,
+    /// Sorted request latencies.
+    pub latencies: Vec<Duration>,
+}
+
+impl Summary {
+    pub fn per_second(&self) -> f64 {
+        self.sent as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+}
+
+pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+    let seed = args.seed.unwrap_or_else(rand::random);
+    eprintln!(
+        "simulate: {} calls, concurrency {}, seed {seed}, to {}",
+        args.calls, args.concurrency, args.url
+    );
+    let summary = send(&args, seed).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "sent {}  stored {}  duplicates {}  errors {}  in {:.2}s  ({:.0} deliveries/s)\nlatency p50 {:.2} ms  p90 {:.2} ms  p99 {:.2} ms",
+        summary.sent,
+        summary.stored,
+        summary.duplicates,
+        summary.errors,
+        summary.elapsed.as_secs_f64(),
+        summary.per_second(),
+        ms(summary.percentile(50.0)),
+        ms(summary.percentile(90.0)),
+        ms(summary.percentile(99.0)),
+    );
+    println!(
+        "RESULT deliveries_per_s={:.1} p50_ms={:.3} p99_ms={:.3} errors={} sent={}",
+        summary.per_second(),
+        ms(summary.percentile(50.0)),
+        ms(summary.percentile(99.0)),
+        summary.errors,
+        summary.sent
+    );
+    if summary.errors > 0 {
+        anyhow::bail!("{} deliveries were not accepted", summary.errors);
+    }
+    Ok(())
+}
+
+/// Send `args.calls` generated lifecycles and measure every request.
+pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()?;
+    let endpoint = format!("{}/webhooks/call-events", args.url.trim_end_matches('/'));
+    let next = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(Mutex::new(Summary::default()));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let (client, endpoint, next, total, args) = (
+                client.clone(),
+                endpoint.clone(),
+                next.clone(),
+                total.clone(),
+                args.clone(),
+            );
+            tokio::spawn(async move {
+                let mut mine = Summary::default();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= args.calls {
+                        break;
+                    }
+                    for body in lifecycle(seed, i) {
+                        post(&client, &endpoint, args.secret.as_ref(), body, &mut mine).await;
+                    }
+                }
+                let mut total = total.lock().await;
+                total.sent += mine.sent;
+                total.stored += mine.stored;
+                total.duplicates += mine.duplicates;
+                total.errors += mine.errors;
+                total.latencies.extend(mine.latencies);
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.context("a simulate worker panicked")?;
+    }
+    let mut summary = std::mem::take(&mut *total.lock().await);
+    summary.elapsed = started.elapsed();
+    summary.latencies.sort_unstable();
+    Ok(summary)
+}
+
+async fn post(
+    client: &reqwest::Client,
+    endpoint: &str,
+    secret: Option<&WebhookSecrets>,
+    body: Vec<u8>,
+    into: &mut Summary,
+) {
+    let mut request = client
+        .post(endpoint)
+        .header("content-type", "application/json");
+    if let Some((pk, sk)) = secret.and_then(|s| s.entries.first()) {
+        request = request.header("x-signature", sign(&sk.0, &body));
+        if let Some(pk) = pk {
+            request = request.header("x-public-key", pk);
+        }
+    }
+    let started = Instant::now();
+    let response = request.body(body).send().await;
+    into.latencies.push(started.elapsed());
+    into.sent += 1;
+    match response {
+        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
+            Ok(v) if v["duplicate"] == true => into.duplicates += 1,
+            Ok(_) => into.stored += 1,
+            Err(_) => into.errors += 1,
+        },
+        Ok(r) => {
+            into.errors += 1;
+            tracing::warn!(status = %r.status(), "delivery refused");
+        }
+        Err(e) => {
+            into.errors += 1;
+            tracing::warn!(error = %e, "delivery failed");
+        }
+    }
+}
+
+/// The deliveries of call `index` of a run, in the order the platform sends
+/// them. Deterministic in (seed, index). The mix follows the fixtures:
+/// answered calls with actions, retries after no-answer and busy,
+/// reschedules, validation failures, DND skips, aborts and timeouts.
+pub fn lifecycle(seed: u64, index: usize) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let call_id = format!("c_sim-{seed:x}-{index}");
+    let campaign = [
+        "abandoned-cart-nov",
+        "order-confirmation",
+        "cod-verification",
+    ][rng.random_range(0..3)];
+    let metadata = json!({
+        "customer_id": format!("cus_{}", rng.random_range(1000..99_999)),
+        "order_ref": format!("ORD-{}", rng.random_range(100_000..999_999)),
+        "campaign": campaign,
+        "store": "kurta-house.example.invalid",
+    });
+    let mut b = Builder {
+        call_id,
+        metadata,
+        out: Vec::new(),
+        clock: DateTime::from_timestamp(1_795_000_000 + index as i64 * 7, 0).expect("valid time"),
+    };
+    let roll = rng.random_range(0..100);
+    let mut failed_dials = 0;
+    let mut rescheduled = 0;
+    let final_status = match roll {
+        0..=44 => b.answered(&mut rng),
+        45..=64 => {
+            failed_dials = rng.random_range(1..=2);
+            for _ in 0..failed_dials {
+                b.dial_fails(if rng.random_bool(0.5) {
+                    "no-answer"
+                } else {
+                    "busy"
+                });
+            }
+            b.answered(&mut rng)
+        }
+        65..=74 => {
+            rescheduled = 1;
+            b.event("call.initiate", json!({}));
+            let started = b.at(3);
+            b.event("call.in-progress", json!({"startedAt": started}));
+            b.event("call.rescheduled", json!({}));
+            if rng.random_bool(0.5) {
+                b.answered(&mut rng)
+            } else {
+                b.dial_fails("validation-failed")
+            }
+        }
+        75..=84 => {
+            failed_dials = 2;
+            for _ in 0..3 {
+                b.dial_fails("no-answer");
+            }
+            "no-answer"
+        }
+        85..=89 => b.dial_fails("validation-failed"),
+        90..=93 => b.dial_fails("skip"),
+        94..=96 => {
+            b.event("call.initiate", json!({}));
+            b.event("call.aborted", json!({}))
+        }
+        _ => {
+            b.event("call.initiate", json!({}));
+            let started = b.at(2);
+            b.event("call.in-progress", json!({"startedAt": started}));
+            let ended = b.at(600);
+            b.event(
+                "call.timeout",
+                json!({"startedAt": started, "endedAt": ended, "durationSeconds": 600}),
+            )
+        }
+    };
+    let report = json!({"reAttemptCount": failed_dials, "rescheduledCount": rescheduled, "finalStatus": final_status});
+    b.event_with(
+        "call.lifecycle-ended",
+        json!({"status": final_status}),
+        json!({"report": report}),
+    );
+    b.out
+}
+
+struct Builder {
+    call_id: String,
+    metadata: Value,
+    out: Vec<Vec<u8>>,
+    clock: DateTime<Utc>,
+}
+
+impl Builder {
+    fn at(&mut self, seconds: i64) -> String {
+        self.clock += chrono::Duration::seconds(seconds);
+        self.clock
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    /// A lifecycle event; returns its status word.
+    fn event(&mut self, event_type: &str, call: Value) -> &'static str {
+        let status = status_word(event_type);
+        self.event_with(
+            event_type,
+            json!({"status": status}).merged(call),
+            json!({}),
+        );
+        status
+    }
+
+    fn event_with(&mut self, event_type: &str, call: Value, extra: Value) {
+        let mut data = json!({"call": json!({"id": self.call_id}).merged(call)});
+        data = data.merged(extra);
+        let body = json!({"metadata": self.metadata, "event": {"type": event_type, "data": data}});
+        self.out
+            .push(serde_json::to_vec(&body).expect("JSON serializes"));
+    }
+
+    fn dial_fails(&mut self, outcome: &str) -> &'static str {
+        self.event("call.initiate", json!({}));
+        self.event(&format!("call.{outcome}"), json!({}))
+    }
+
+    fn answered(&mut self, rng: &mut StdRng) -> &'static str {
+        self.event("call.initiate", json!({"startedAt": null}));
+        let started = self.at(4);
+        self.event("call.in-progress", json!({"startedAt": started}));
+        let success = rng.random_bool(0.7);
+        let kinds: &[&str] = if success {
+            &["create_order", "mark_prepaid"]
+        } else {
+            &["send_whatsapp", "update_address", "confirmed_address"]
+        };
+        for _ in 0..rng.random_range(0..=2) {
+            let kind = kinds[rng.random_range(0..kinds.len())];
+            let payload = match kind {
+                "create_order" => json!({
+                    "phone": "+919812345678", "email": "asha@example.in",
+                    "lineItems": [{"variantId": "gid://shopify/ProductVariant/4412", "quantity": rng.random_range(1..4)}],
+                    "shippingAddress": {"firstName": "Asha", "lastName": "Verma", "address1": "14 Lake Road", "city": "Pune", "province": "MH", "zip": "411001", "country": "IN", "phone": "+919812345678"},
+                    "paymentMode": "cod", "cartTotal": 1899.0, "codCharge": 49.0}),
+                "send_whatsapp" => json!({"number": "+919900112233"}),
+                _ => json!({}),
+            };
+            let reason = if success {
+                Value::Null
+            } else {
+                json!("missing_address")
+            };
+            self.out.push(
+                serde_json::to_vec(&json!({"metadata": self.metadata, "event": {"type": "action", "data": {"action": kind, "call": {"id": self.call_id}, "reason": reason, "payload": payload}}}))
+                    .expect("JSON serializes"),
+            );
+        }
+        let duration = rng.random_range(20..300);
+        let ended = self.at(duration);
+        self.event(
+            "call.ended",
+            json!({"startedAt": started, "endedAt": ended}),
+        );
+        let urls = json!({
+            "startedAt": started, "endedAt": ended, "durationSeconds": duration,
+            "recordingUrl": format!("https://recordings.example.invalid/{}.mp3", self.call_id),
+            "detailUrl": format!("https://dashboard.example.invalid/calls/{}", self.call_id),
+        });
+        self.event("call.completed", urls);
+        let used = f64::from(rng.random_range(5..40u32)) / 10.0;
+        let analysis = json!({
+            "success": success,
+            "summary": if success { "Customer confirmed the order." } else { "Customer could not confirm the address." },
+            "requiredActions": if success { json!(["create-order"]) } else { json!(["send-whatsapp"]) },
+            "insights": {"sentiment": if success { "positive" } else { "neutral" }},
+            "outcome": {"confirmed": success},
+        });
+        self.event_with(
+            "end-of-call",
+            json!({"status": "completed", "durationSeconds": duration}),
+            json!({"analysis": analysis, "credits": {"used": used, "available": 100.0 - used}}),
+        );
+        "completed"
+    }
+}
+
+fn status_word(event_type: &str) -> &'static str {
+    match event_type {
+        "call.initiate" => "initiate",
+        "call.in-progress" => "in-progress",
+        "call.ended" => "ended",
+        "call.completed" => "completed",
+        "call.timeout" => "timeout",
+        "call.failed" => "failed",
+        "call.busy" => "busy",
+        "call.no-answer" => "no-answer",
+        "call.validation-failed" => "validation-failed",
+        "call.skip" => "skip",
+        "call.rescheduled" => "rescheduled",
+        "call.aborted" => "aborted",
+        _ => "completed",
+    }
+}
+
+trait Merge {
+    fn merged(self, other: Value) -> Value;
+}
+
+impl Merge for Value {
+    fn merged(mut self, other: Value) -> Value {
+        if let (Value::Object(a), Value::Object(b)) = (&mut self, other) {
+            a.extend(b);
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{EventKind, Projection, parse};
+
+    #[test]
+    fn generated_lifecycles_parse_and_end_their_lifecycle() {
+        for i in 0..200 {
+            let bodies = lifecycle(7, i);
+            let mut p = Projection::default();
+            for body in &bodies {
+                let d = parse(body).unwrap();
+                assert_ne!(d.kind, EventKind::Unknown);
+                p.accept(d, Utc::now(), true);
+            }
+            let id = parse(&bodies[0]).unwrap().call_id.unwrap();
+            assert!(p.call(&id).unwrap().lifecycle_ended, "call {i}");
+        }
+        assert_eq!(
+            lifecycle(7, 3),
+            lifecycle(7, 3),
+            "deterministic per seed and index"
+        );
+    }
+}

@@ -1,0 +1,132 @@
+//! Building the application (database, writers, router) and running it.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use sea_orm::DatabaseBackend;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::db::Db;
+use crate::ingest::Ingestor;
+use crate::webhook;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Db,
+    pub ingestor: Ingestor,
+}
+
+/// A built application: migrated database, running writers, bound listener.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    writers: Vec<JoinHandle<()>>,
+    pub state: AppState,
+}
+
+impl Application {
+    /// Open and migrate the database, start the writers and bind the listener.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let probe_backend = if config.database_url.starts_with("sqlite:") {
+            DatabaseBackend::Sqlite
+        } else {
+            DatabaseBackend::Postgres
+        };
+        let writers = match (config.ingest_writers, probe_backend) {
+            // SQLite has one writer at a time, whatever we ask for.
+            (_, DatabaseBackend::Sqlite) => 1,
+            (Some(n), _) => n.max(1),
+            (None, _) => 4,
+        };
+        let db = Db::connect(&config, writers).await?;
+        db.migrate().await?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}: is another server using it? Choose another with --listen or CALLTRAIL_LISTEN", config.listen))?;
+        if config.webhook_secrets.is_none() {
+            tracing::warn!(
+                "CALLTRAIL_WEBHOOK_SECRETS is not set: unsigned webhook deliveries are accepted"
+            );
+        }
+        let (ingestor, writers) = Ingestor::start(
+            db.write.clone(),
+            writers,
+            config.ingest_batch,
+            config.ingest_queue,
+        );
+        let state = AppState {
+            config: Arc::new(config),
+            db,
+            ingestor,
+        };
+        Ok(Self {
+            listener,
+            router: router(state.clone()),
+            writers,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Serve until SIGINT or SIGTERM; then stop accepting, finish in-flight
+    /// requests (each answered only after its commit) and return.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        tracing::info!(address = %self.local_addr(), "calltrail listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        drop(self.state);
+        for writer in self.writers {
+            let _ = writer.await;
+        }
+        Ok(())
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/webhooks/call-events", post(webhook::receive))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(state)
+}
+
+async fn ready(State(app): State<AppState>) -> impl IntoResponse {
+    match app.db.ready().await {
+        Ok(()) => (StatusCode::OK, "ready".to_owned()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tracing::info!("shutting down: finishing in-flight deliveries");
+}

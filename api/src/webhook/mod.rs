@@ -1,0 +1,147 @@
+//! `POST /webhooks/call-events`: verify, parse, hand to the ingest writer,
+//! answer after the commit (CONTRACT §2).
+
+mod signature;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::domain::{ParseError, parse};
+use crate::ingest::{IngestError, Receipt};
+use crate::startup::AppState;
+
+pub use signature::{SignatureError, sign, verify};
+
+/// Why a delivery was refused. Nothing is stored for any of these.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("content type must be application/json")]
+    ContentType,
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("could not read the body: {0}")]
+    BodyRead(String),
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+impl WebhookError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::BodyRead(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            Self::Signature(e) => (StatusCode::UNAUTHORIZED, e.code()),
+            Self::Parse(e) => (StatusCode::BAD_REQUEST, e.code()),
+            Self::Ingest(IngestError::Overloaded) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+            }
+            Self::Ingest(IngestError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
+            Self::Ingest(IngestError::ShuttingDown) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "shutting_down")
+            }
+        }
+    }
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        // The database's own message stays in the log; the sender only needs to retry.
+        let message = match &self {
+            Self::Ingest(IngestError::Unavailable(_)) => {
+                "the database is unavailable; retry later".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The webhook receiver.
+#[tracing::instrument(name = "webhook", skip_all, fields(event_type, call_id))]
+pub async fn receive(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>, WebhookError> {
+    check_content_type(&headers)?;
+    let body = read_limited(body, &headers, app.config.max_body_bytes).await?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let verified = verify(
+        app.config.webhook_secrets.as_ref(),
+        header("x-signature"),
+        header("x-public-key"),
+        &body,
+    )?;
+    let delivery = parse(&body)?;
+    let span = tracing::Span::current();
+    span.record("event_type", delivery.event_type.as_str());
+    span.record("call_id", delivery.call_id.as_deref().unwrap_or(""));
+    let Receipt {
+        event_id,
+        duplicate,
+    } = app.ingestor.submit(delivery, verified).await?;
+    Ok(Json(
+        json!({"received": true, "duplicate": duplicate, "eventId": event_id.to_string()}),
+    ))
+}
+
+/// `application/json`, parameters (`; charset=utf-8`) allowed.
+fn check_content_type(headers: &HeaderMap) -> Result<(), WebhookError> {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(WebhookError::ContentType)
+    }
+}
+
+async fn read_limited(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<Bytes, WebhookError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(WebhookError::TooLarge(limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = cause {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return WebhookError::TooLarge(limit);
+            }
+            cause = err.source();
+        }
+        WebhookError::BodyRead(inner.to_string())
+    })
+}

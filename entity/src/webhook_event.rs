@@ -1,0 +1,33 @@
+//! The raw log: every accepted delivery, byte for byte, forever.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "webhook_event")]
+pub struct Model {
+    /// Increasing in commit order within one writer; the GraphQL `eventId`.
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub received_at: DateTimeUtc,
+    /// `v1` (or `v2` later): the upstream wire format.
+    pub format: String,
+    /// `event.type` as sent, also for types calltrail does not know.
+    pub event_type: String,
+    pub call_id: Option<String>,
+    /// The attempt the delivery was applied to (its dedupe scope).
+    pub attempt_number: Option<i32>,
+    /// Hex SHA-256 of the raw body (v1).
+    pub dedupe_key: String,
+    pub signature_verified: bool,
+    pub recognized: bool,
+    /// `applied`, `unrecognized` or `no_call` (recognized, but nothing to attach it to).
+    pub outcome: String,
+    /// The delivery body exactly as received (UTF-8 JSON).
+    #[sea_orm(column_type = "Text")]
+    pub body: String,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
