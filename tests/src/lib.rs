@@ -1,1 +1,255 @@
+//! Test helpers: spawn the real calltrail app on a random port against a
+//! fresh database (SQLite always; PostgreSQL too when TEST_DATABASE_URL is
+//! set), and talk to it the way the platform and the frontends do.
 
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+use calltrail::{Application, Config};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::Value;
+
+/// Secret used by tests that configure signatures (the fixtures' README signs with it).
+pub const SECRET: &str = "sk_test_0123456789abcdef";
+pub const PUBLIC_KEY: &str = "pk_test_0123456789abcdef";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite, and PostgreSQL when `TEST_DATABASE_URL` names a server to create databases on.
+pub fn backends() -> Vec<Backend> {
+    let mut all = vec![Backend::Sqlite];
+    if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
+        all.push(Backend::Postgres);
+    }
+    all
+}
+
+/// Run a test body once per backend.
+pub async fn on_each_backend<F, Fut>(body: F)
+where
+    F: Fn(Backend) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        body(backend).await;
+    }
+}
+
+/// A URL of a new, empty database.
+pub async fn fresh_database(backend: Backend) -> String {
+    let name = format!("calltrail_test_{:016x}", rand::random::<u64>());
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join("calltrail-tests");
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            format!(
+                "sqlite://{}?mode=rwc",
+                dir.join(format!("{name}.db")).display()
+            )
+        }
+        Backend::Postgres => {
+            let server = std::env::var("TEST_DATABASE_URL").expect("TEST_DATABASE_URL");
+            let admin = Database::connect(&server)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            with_database_name(&server, &name)
+        }
+    }
+}
+
+/// Replace the database name in a postgres:// URL.
+fn with_database_name(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_end..].find('/') {
+        Some(slash) => &base[..authority_end + slash],
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{base}/{name}?{q}"),
+        None => format!("{base}/{name}"),
+    }
+}
+
+pub fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("TEST_LOG").is_ok() {
+            calltrail::telemetry::init("info,sqlx=warn", calltrail::config::LogFormat::Text);
+        }
+    });
+}
+
+/// The app under test, served in this process.
+pub struct TestApp {
+    pub backend: Backend,
+    pub address: String,
+    pub database_url: String,
+    /// A connection of the test's own, to look at the rows.
+    pub db: DatabaseConnection,
+    pub client: reqwest::Client,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawn with settings changed by `configure`.
+    pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
+        init_logs();
+        let database_url = fresh_database(backend).await;
+        let mut config = Config::for_database(&database_url);
+        config.listen = "127.0.0.1:0".parse().expect("address");
+        configure(&mut config);
+        let app = Application::build(config).await.expect("the app builds");
+        let address = format!("http://{}", app.local_addr());
+        tokio::spawn(app.run_until_stopped());
+        let db = Database::connect(&database_url)
+            .await
+            .expect("test connection");
+        Self {
+            backend,
+            address,
+            database_url,
+            db,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// POST an unsigned delivery as `application/json`.
+    pub async fn post_webhook(&self, body: impl Into<Vec<u8>>) -> Answer {
+        self.post_with(body.into(), &[("content-type", "application/json")])
+            .await
+    }
+
+    /// POST a delivery signed with `secret` (and `x-public-key: public_key` if given).
+    pub async fn post_signed(
+        &self,
+        body: impl Into<Vec<u8>>,
+        secret: &str,
+        public_key: Option<&str>,
+    ) -> Answer {
+        let body = body.into();
+        let signature = calltrail::webhook::sign(secret, &body);
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("x-signature", signature.as_str()),
+        ];
+        if let Some(pk) = public_key {
+            headers.push(("x-public-key", pk));
+        }
+        self.post_with(body, &headers).await
+    }
+
+    pub async fn post_with(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/webhooks/call-events", self.address))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        Answer::from(request.send().await.expect("the server answers")).await
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        Answer::from(
+            self.client
+                .get(format!("{}{path}", self.address))
+                .send()
+                .await
+                .expect("the server answers"),
+        )
+        .await
+    }
+
+    /// Post every delivery in order, asserting each is stored.
+    pub async fn post_all(&self, bodies: &[Vec<u8>]) {
+        for body in bodies {
+            let answer = self.post_webhook(body.clone()).await;
+            assert_eq!(answer.status, 200, "{:?}: {}", self.backend, answer.body);
+            assert_eq!(answer.body["duplicate"], false, "{:?}", self.backend);
+        }
+    }
+
+    /// Rows in a table.
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM \"{table}\""),
+            ))
+            .await
+            .expect("count query")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("a count")
+    }
+}
+
+/// An HTTP answer: status, JSON body (Null when not JSON) and headers.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Answer {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+        Self {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// The stored event's id, asserting a 200.
+    pub fn event_id(&self) -> String {
+        assert_eq!(
+            self.status, 200,
+            "expected 200, got {} {}",
+            self.status, self.body
+        );
+        self.body["eventId"]
+            .as_str()
+            .expect("eventId is a string")
+            .to_owned()
+    }
+}
+
+pub fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// A fixture file's bytes.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(fixtures_dir().join(path)).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+/// The deliveries of a `.jsonl` fixture, one per line, exactly as written.
+pub fn fixture_lines(path: &str) -> Vec<Vec<u8>> {
+    fixture(path)
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect()
+}

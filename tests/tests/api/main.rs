@@ -1,1 +1,9 @@
+//! The integration tests: one binary, the real app over HTTP, every test on
+//! SQLite and (with TEST_DATABASE_URL) on PostgreSQL.
 
+mod concurrency;
+mod durability;
+mod fixtures;
+mod health;
+mod refusals;
+mod signatures;

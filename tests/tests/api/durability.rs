@@ -1,0 +1,123 @@
+//! A 2xx means committed: SIGKILL right after a burst of acknowledged
+//! deliveries loses none of them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use calltrail_tests::{Answer, fresh_database, on_each_backend};
+use entity::webhook_event;
+use futures_util::future::join_all;
+use sea_orm::{Database, EntityTrait, QuerySelect};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// Start the real binary on `database_url`; returns it and its base URL.
+async fn start_server(database_url: &str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("CALLTRAIL_LISTEN", "127.0.0.1:0")
+        .env("CALLTRAIL_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the server starts");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let address = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stderr") {
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
+                if let Some(address) = log["address"].as_str() {
+                    return address.to_owned();
+                }
+            }
+        }
+        panic!("the server exited before listening")
+    })
+    .await
+    .expect("the server listens within a minute");
+    // Keep draining its logs so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{address}"))
+}
+
+fn delivery(call: usize, step: usize) -> Vec<u8> {
+    let kind = [
+        "call.initiate",
+        "call.in-progress",
+        "action",
+        "call.ended",
+        "call.completed",
+        "end-of-call",
+        "action",
+        "call.lifecycle-ended",
+        "action",
+        "action",
+    ][step];
+    format!(r#"{{"metadata":{{"n":{step}}},"event":{{"type":"{kind}","data":{{"action":"create_order","payload":{{"step":{step}}},"call":{{"id":"c_kill-{call}"}}}}}}}}"#).into_bytes()
+}
+
+#[tokio::test]
+async fn sigkill_after_a_burst_of_acknowledged_deliveries_loses_none() {
+    on_each_backend(|backend| async move {
+        let database_url = fresh_database(backend).await;
+        let (mut server, base) = start_server(&database_url).await;
+        let client = reqwest::Client::new();
+        let endpoint = format!("{base}/webhooks/call-events");
+        let bodies: Vec<Vec<u8>> = (0..20)
+            .flat_map(|call| (0..10).map(move |step| delivery(call, step)))
+            .collect();
+        assert_eq!(bodies.len(), 200);
+
+        let answers = join_all(bodies.iter().map(|body| {
+            let request = client
+                .post(&endpoint)
+                .header("content-type", "application/json")
+                .body(body.clone());
+            async move { Answer::from(request.send().await.expect("answer")).await }
+        }))
+        .await;
+        server.start_kill().expect("SIGKILL");
+        server.wait().await.expect("killed");
+        let acknowledged: Vec<i64> = answers
+            .iter()
+            .map(|a| a.event_id().parse().unwrap())
+            .collect();
+        assert_eq!(acknowledged.len(), 200);
+
+        let (mut restarted, base) = start_server(&database_url).await;
+        let db = Database::connect(&database_url).await.unwrap();
+        let stored: Vec<i64> = webhook_event::Entity::find()
+            .select_only()
+            .column(webhook_event::Column::Id)
+            .into_tuple()
+            .all(&db)
+            .await
+            .unwrap();
+        for id in &acknowledged {
+            assert!(
+                stored.contains(id),
+                "{backend:?}: acknowledged event {id} survived the kill"
+            );
+        }
+        assert_eq!(stored.len(), 200);
+        // The restarted server knows them: a resend is a duplicate of the same event.
+        let again = Answer::from(
+            client
+                .post(format!("{base}/webhooks/call-events"))
+                .header("content-type", "application/json")
+                .body(bodies[0].clone())
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(
+            (again.body["duplicate"].as_bool(), again.event_id()),
+            (Some(true), acknowledged[0].to_string())
+        );
+        restarted.start_kill().ok();
+    })
+    .await;
+}

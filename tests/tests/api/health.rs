@@ -1,0 +1,81 @@
+//! /healthz, /readyz and `calltrail migrate`.
+
+use calltrail_tests::{TestApp, fresh_database, on_each_backend};
+use migration::{Migrator, MigratorTrait};
+
+#[tokio::test]
+async fn ready_while_migrated_and_503_when_a_migration_is_pending() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        assert_eq!(app.get("/healthz").await.status, 200);
+        assert_eq!(app.get("/readyz").await.status, 200);
+        Migrator::down(&app.db, Some(1)).await.unwrap();
+        let answer = app.get("/readyz").await;
+        assert_eq!(answer.status, 503);
+        assert!(
+            answer
+                .body
+                .as_str()
+                .unwrap()
+                .contains("1 migration(s) pending"),
+            "{}",
+            answer.body
+        );
+        assert_eq!(app.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn migrate_commands_apply_report_and_roll_back() {
+    on_each_backend(|backend| async move {
+        let url = fresh_database(backend).await;
+        let run = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+                .args(args)
+                .env_clear()
+                .env("DATABASE_URL", &url)
+                .env("RUST_LOG", "warn")
+                .output()
+                .expect("runs")
+        };
+        assert!(run(&["migrate", "up"]).status.success());
+        let db = sea_orm::Database::connect(&url).await.unwrap();
+        assert!(
+            Migrator::get_pending_migrations(&db)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(run(&["migrate", "down"]).status.success());
+        assert_eq!(
+            Migrator::get_pending_migrations(&db).await.unwrap().len(),
+            1
+        );
+        assert!(run(&["migrate", "status"]).status.success());
+        assert!(run(&["migrate", "fresh"]).status.success());
+        assert!(
+            Migrator::get_pending_migrations(&db)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_database_url_is_one_clear_line_and_exit_1() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+        .env_clear()
+        .env("DATABASE_URL", "mysql://nowhere/db")
+        .output()
+        .expect("runs");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("DATABASE_URL must start with sqlite:// or postgres://"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
