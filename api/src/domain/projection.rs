@@ -62,11 +62,14 @@ pub struct Changes {
     pub actions: Vec<(usize, ActionRow)>,
 }
 
+/// A delivery with a given dedupe key: which one, its call and its attempt.
+type Seen = (EventRef, Option<String>, Option<i32>);
+
 #[derive(Debug, Default)]
 pub struct Projection {
     calls: HashMap<String, CallState>,
     /// Stored and new deliveries by dedupe key.
-    seen: HashMap<String, Vec<(EventRef, Option<String>, Option<i32>)>>,
+    seen: HashMap<String, Vec<Seen>>,
     touched: Vec<String>,
     closed_attempts: Vec<(String, AttemptState)>,
     analyses: HashMap<(String, i32), (usize, AnalysisRow)>,

@@ -27,10 +27,10 @@ async fn start_server(database_url: &str) -> (Child, String) {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
     let address = tokio::time::timeout(Duration::from_secs(60), async {
         while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) {
-                if let Some(address) = log["address"].as_str() {
-                    return address.to_owned();
-                }
+            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
+                && let Some(address) = log["address"].as_str()
+            {
+                return address.to_owned();
             }
         }
         panic!("the server exited before listening")

@@ -48,7 +48,9 @@ async fn wrong_missing_unknown_key_and_altered_body_are_401() {
         let other_secret = calltrail::webhook::sign("sk_rotated_bare", &body());
         let mut altered = body();
         altered.push(b' ');
-        let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, &str)> = vec![
+        // (case, body, headers, expected error code)
+        type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, &'a str);
+        let cases: Vec<Case> = vec![
             (
                 "wrong secret",
                 body(),
