@@ -28,6 +28,8 @@ pub enum Command {
     },
     /// Send realistic, signed call lifecycles to a running server (demo and load tool).
     Simulate(crate::simulate::SimulateArgs),
+    /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
+    Schema,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

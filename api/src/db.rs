@@ -2,6 +2,8 @@
 //! pool for the ingest writers and one for reads, and the migration checks.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -20,11 +22,41 @@ use crate::config::{Config, SqliteSynchronous as Sync};
 pub struct Db {
     pub write: DatabaseConnection,
     pub read: DatabaseConnection,
+    /// Statements run on `read` since start: GraphQL's database cost.
+    pub read_statements: StatementCounter,
+}
+
+/// Counts the statements a connection runs (sea-orm's metric callback).
+#[derive(Clone, Debug, Default)]
+pub struct StatementCounter(Arc<AtomicU64>);
+
+impl StatementCounter {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Count every statement `conn` runs from now on (set before cloning it).
+    fn observe(&self, conn: &mut DatabaseConnection) {
+        let count = self.0.clone();
+        conn.set_metric_callback(move |_| {
+            count.fetch_add(1, Ordering::Relaxed);
+        });
+    }
 }
 
 impl Db {
     pub fn backend(&self) -> DatabaseBackend {
         self.write.get_database_backend()
+    }
+
+    fn new(write: DatabaseConnection, mut read: DatabaseConnection) -> Self {
+        let read_statements = StatementCounter::default();
+        read_statements.observe(&mut read);
+        Self {
+            write,
+            read,
+            read_statements,
+        }
     }
 
     /// Open both pools for this configuration (`writers` write connections).
@@ -53,10 +85,10 @@ impl Db {
                 .connect_with(options)
                 .await
                 .map_err(unreachable(url))?;
-            Ok(Self {
-                write: SqlxSqliteConnector::from_sqlx_sqlite_pool(write),
-                read: SqlxSqliteConnector::from_sqlx_sqlite_pool(read),
-            })
+            Ok(Self::new(
+                SqlxSqliteConnector::from_sqlx_sqlite_pool(write),
+                SqlxSqliteConnector::from_sqlx_sqlite_pool(read),
+            ))
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let pool = |n: u32| {
                 PgPoolOptions::new()
@@ -71,10 +103,10 @@ impl Db {
                 .connect(url)
                 .await
                 .map_err(unreachable(url))?;
-            Ok(Self {
-                write: SqlxPostgresConnector::from_sqlx_postgres_pool(write),
-                read: SqlxPostgresConnector::from_sqlx_postgres_pool(read),
-            })
+            Ok(Self::new(
+                SqlxPostgresConnector::from_sqlx_postgres_pool(write),
+                SqlxPostgresConnector::from_sqlx_postgres_pool(read),
+            ))
         } else {
             bail!(
                 "DATABASE_URL must start with sqlite:// or postgres:// (got {:?})",

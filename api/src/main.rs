@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use calltrail::config::{Cli, Command};
-use calltrail::{Application, cli, simulate, telemetry};
+use calltrail::{Application, cli, graphql, simulate, telemetry};
 
 #[tokio::main]
 async fn main() {
@@ -16,6 +16,10 @@ async fn main() {
         },
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Schema => {
+            print!("{}", graphql::sdl());
+            Ok(())
+        }
     };
     if let Err(err) = result {
         // One line saying what failed and why; no backtrace.

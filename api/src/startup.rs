@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::db::Db;
 use crate::ingest::Ingestor;
-use crate::webhook;
+use crate::{graphql, webhook};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -47,6 +47,7 @@ impl Application {
             (Some(n), _) => n.max(1),
             (None, _) => 4,
         };
+        graphql::http::cors_layer(&config.cors_origins).map_err(anyhow::Error::msg)?;
         let db = Db::connect(&config, writers).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.listen)
@@ -100,6 +101,7 @@ impl Application {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/call-events", post(webhook::receive))
+        .merge(graphql::http::routes(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(state)

@@ -1,0 +1,226 @@
+//! `/graphql` over HTTP: POST (single or batched requests) and GET queries,
+//! GraphiQL for browsers, the bearer token when one is configured, CORS.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql::parser::types::{DocumentOperations, OperationType};
+use async_graphql::{BatchRequest, Request};
+use async_graphql_axum::GraphQLResponse;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Request as HttpRequest, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{SubsecRound, Utc};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+use super::error::{BAD_REQUEST, UNAUTHENTICATED};
+use super::{AppSchema, RequestTime, build_schema};
+use crate::startup::AppState;
+
+/// What the `/graphql` handlers share.
+#[derive(Clone)]
+struct Gql {
+    schema: AppSchema,
+    /// SHA-256 of `CALLTRAIL_API_TOKEN`: compared in constant time, length included.
+    token: Option<Arc<[u8; 32]>>,
+}
+
+fn digest(token: &[u8]) -> [u8; 32] {
+    Sha256::digest(token).into()
+}
+
+/// The `/graphql` routes, with CORS when origins are configured.
+pub fn routes(app: &AppState) -> Router<AppState> {
+    let gql = Gql {
+        schema: build_schema(&app.db, &app.config),
+        token: app
+            .config
+            .api_token
+            .as_ref()
+            .map(|t| Arc::new(digest(t.0.as_bytes()))),
+    };
+    let mut router = Router::new()
+        .route("/graphql", get(get_graphql).post(post_graphql))
+        .layer(middleware::from_fn_with_state(gql.clone(), require_token));
+    match cors_layer(&app.config.cors_origins) {
+        Ok(Some(cors)) => router = router.layer(cors),
+        Ok(None) => {}
+        Err(why) => tracing::error!("{why}; CORS stays off"),
+    }
+    router.with_state(gql)
+}
+
+/// CORS for `CALLTRAIL_CORS_ORIGINS` (`*` allows any origin); None when none is configured.
+pub fn cors_layer(origins: &[String]) -> Result<Option<CorsLayer>, String> {
+    let origins: Vec<&str> = origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/'))
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.contains(&"*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| origin(o))
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::ACCEPT])
+            .max_age(Duration::from_secs(600)),
+    ))
+}
+
+fn origin(o: &str) -> Result<HeaderValue, String> {
+    let bad =
+        || format!("CALLTRAIL_CORS_ORIGINS: {o:?} is not an origin like https://app.example.com");
+    let (scheme, rest) = o.split_once("://").ok_or_else(bad)?;
+    if !matches!(scheme, "http" | "https") || rest.is_empty() || rest.contains('/') {
+        return Err(bad());
+    }
+    HeaderValue::from_str(o).map_err(|_| bad())
+}
+
+/// A GraphQL-shaped error answer outside execution (401, 400, 405, 413).
+fn refuse(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({"errors": [{"message": message.into(), "extensions": {"code": code}}]});
+    (status, Json(body)).into_response()
+}
+
+fn wants_html(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"))
+}
+
+/// When a token is configured, every request but GraphiQL's page needs
+/// `Authorization: Bearer <token>`.
+async fn require_token(State(gql): State<Gql>, request: HttpRequest, next: Next) -> Response {
+    let Some(expected) = &gql.token else {
+        return next.run(request).await;
+    };
+    if request.method() == Method::GET && wants_html(request.headers()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| digest(token.trim().as_bytes()));
+    match presented {
+        Some(token) if bool::from(token.ct_eq(expected.as_ref())) => next.run(request).await,
+        _ => {
+            let mut response = refuse(
+                StatusCode::UNAUTHORIZED,
+                UNAUTHENTICATED,
+                "this server needs `Authorization: Bearer <token>` (CALLTRAIL_API_TOKEN)",
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"calltrail\""),
+            );
+            response
+        }
+    }
+}
+
+/// `POST /graphql`: one request or a batch, as JSON.
+async fn post_graphql(State(gql): State<Gql>, body: Result<Bytes, BytesRejection>) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return refuse(rejection.status(), BAD_REQUEST, rejection.body_text()),
+    };
+    let batch: BatchRequest = match serde_json::from_slice(&body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                BAD_REQUEST,
+                format!("the body is not a GraphQL request (JSON with a `query`): {e}"),
+            );
+        }
+    };
+    let batch = batch.data(request_time());
+    GraphQLResponse::from(gql.schema.execute_batch(batch).await).into_response()
+}
+
+/// `GET /graphql`: GraphiQL for browsers, otherwise a query in the URL
+/// (`?query=…&variables=…`). Mutations need POST.
+async fn get_graphql(State(gql): State<Gql>, headers: HeaderMap, uri: Uri) -> Response {
+    if wants_html(&headers) {
+        return Html(
+            GraphiQLSource::build()
+                .endpoint("/graphql")
+                .title("calltrail")
+                .finish(),
+        )
+        .into_response();
+    }
+    let request = match async_graphql::http::parse_query_string(uri.query().unwrap_or_default()) {
+        Ok(request) => request,
+        Err(e) => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                BAD_REQUEST,
+                format!(
+                    "a GET request needs `?query=…` (and optionally `variables`, `operationName`): {e}"
+                ),
+            );
+        }
+    };
+    if is_mutation(&request) {
+        let mut response = refuse(
+            StatusCode::METHOD_NOT_ALLOWED,
+            BAD_REQUEST,
+            "mutations need POST",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let request = request.data(request_time());
+    GraphQLResponse::from(gql.schema.execute(request).await).into_response()
+}
+
+/// Microseconds, as the database keeps them, so a written timestamp
+/// reads back the same on every backend.
+fn request_time() -> RequestTime {
+    RequestTime(Utc::now().trunc_subsecs(6))
+}
+
+/// The operation the request would run is a mutation (unparsable queries
+/// are left to execution, which reports them).
+fn is_mutation(request: &Request) -> bool {
+    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+        return false;
+    };
+    let ty = match (&doc.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => Some(op.node.ty),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name).map(|op| op.node.ty),
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            ops.values().next().map(|op| op.node.ty)
+        }
+        _ => None,
+    };
+    ty == Some(OperationType::Mutation)
+}

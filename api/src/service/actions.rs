@@ -1,0 +1,135 @@
+//! Actions: the workers' inbox (oldest first), actions by call, and the one
+//! write GraphQL makes: acknowledging an action.
+
+use chrono::{DateTime, Utc};
+use entity::action;
+use sea_orm::ActiveValue::{Set, Unchanged};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::cursor::IdCursor;
+use super::{Page, ServiceError, Window};
+
+/// Where an action stands. Stored as these names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActionStatus {
+    Pending,
+    Handled,
+    Failed,
+}
+
+impl ActionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "PENDING",
+            Self::Handled => "HANDLED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Handled, Self::Failed]
+            .into_iter()
+            .find(|status| status.as_str() == s)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ActionFilter {
+    pub kind: Option<Vec<String>>,
+    pub status: Option<Vec<ActionStatus>>,
+    pub call_id: Option<String>,
+}
+
+impl ActionFilter {
+    fn condition(&self) -> Condition {
+        use action::Column as A;
+        let mut all = Condition::all();
+        if let Some(kinds) = &self.kind {
+            all = all.add(A::Kind.is_in(kinds.iter().cloned()));
+        }
+        if let Some(statuses) = &self.status {
+            all = all.add(A::Status.is_in(statuses.iter().map(|s| s.as_str())));
+        }
+        if let Some(call_id) = &self.call_id {
+            all = all.add(A::CallId.eq(call_id.as_str()));
+        }
+        all
+    }
+}
+
+const CURSOR: &str = "action";
+
+pub fn cursor_of(a: &action::Model) -> String {
+    IdCursor::encode(CURSOR, a.id)
+}
+
+/// A page of actions, oldest first (the order a worker handles them in).
+pub async fn page(
+    db: &DatabaseConnection,
+    filter: &ActionFilter,
+    window: &Window,
+) -> Result<Page<action::Model>, ServiceError> {
+    let mut select = action::Entity::find().filter(filter.condition());
+    if let Some(cursor) = window.cursor() {
+        select = select.filter(action::Column::Id.gt(IdCursor::decode(cursor, CURSOR)?));
+    }
+    let rows = select
+        .order_by_asc(action::Column::Id)
+        .limit(window.size() + 1)
+        .all(db)
+        .await?;
+    Ok(Page::from_scan(rows, window, cursor_of))
+}
+
+pub async fn count(db: &DatabaseConnection, filter: &ActionFilter) -> Result<i64, ServiceError> {
+    let n = action::Entity::find()
+        .filter(filter.condition())
+        .count(db)
+        .await?;
+    Ok(n as i64)
+}
+
+/// The actions of these calls, oldest first.
+pub async fn of_calls(
+    db: &DatabaseConnection,
+    call_ids: &[String],
+) -> Result<Vec<action::Model>, ServiceError> {
+    Ok(action::Entity::find()
+        .filter(action::Column::CallId.is_in(call_ids.iter().cloned()))
+        .order_by_asc(action::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// An action id as clients see it (`ID`): the row id in decimal.
+pub fn parse_id(id: &str) -> Result<i64, ServiceError> {
+    id.trim()
+        .parse()
+        .map_err(|_| ServiceError::bad_input(format!("{id:?} is not an action id")))
+}
+
+/// Set an action's status and note; `handled_at` becomes `now`, or null
+/// when the action goes back to PENDING. One UPDATE … RETURNING.
+pub async fn acknowledge(
+    db: &DatabaseConnection,
+    id: i64,
+    status: ActionStatus,
+    note: Option<String>,
+    now: DateTime<Utc>,
+) -> Result<action::Model, ServiceError> {
+    let change = action::ActiveModel {
+        id: Unchanged(id),
+        status: Set(status.as_str().to_owned()),
+        note: Set(note),
+        handled_at: Set((status != ActionStatus::Pending).then_some(now)),
+        ..Default::default()
+    };
+    match change.update(db).await {
+        Ok(model) => Ok(model),
+        Err(DbErr::RecordNotUpdated) => Err(ServiceError::NotFound(format!("no action {id}"))),
+        Err(err) => Err(err.into()),
+    }
+}
