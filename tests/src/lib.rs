@@ -40,6 +40,23 @@ where
     }
 }
 
+/// Batch limits the ingestion tests run with: one delivery per commit, and
+/// many (group commit).
+pub const BATCH_LIMITS: [usize; 2] = [1, 256];
+
+/// Run a test body once per backend and batch limit.
+pub async fn on_each_backend_and_batch<F, Fut>(body: F)
+where
+    F: Fn(Backend, usize) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    for backend in backends() {
+        for batch in BATCH_LIMITS {
+            body(backend, batch).await;
+        }
+    }
+}
+
 /// A URL of a new, empty database.
 pub async fn fresh_database(backend: Backend) -> String {
     let name = format!("calltrail_test_{:016x}", rand::random::<u64>());

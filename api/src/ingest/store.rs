@@ -1,19 +1,23 @@
-//! One batch, one transaction: lock and load the batch's calls, run the pure
-//! [`Projection`], write its changes with multi-row statements, commit.
+//! One batch, one transaction: (lock and) load the batch's calls and the
+//! stored copies of its bytes, run the pure [`Projection`], write its changes
+//! with multi-row statements, commit. PostgreSQL's statements are in
+//! `postgres.rs`; SQLite's are built here with SeaORM.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use entity::{action, analysis, attempt, call, webhook_event};
+use sea_orm::sqlx::PgPool;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection,
     DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait,
+    TransactionOptions, TransactionTrait,
 };
 use serde_json::Value;
 
+use super::postgres;
 use crate::domain::{
     AttemptState, CallState, CallStatus, Changes, Decision, Delivery, EventRef, Projection,
     StoredEvent,
@@ -27,77 +31,70 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
-/// Commit a batch of deliveries (received at, signature verified) in one
-/// transaction and return one receipt per delivery, in order.
-pub async fn commit_batch(
-    db: &DatabaseConnection,
-    batch: &[(&Delivery, DateTime<Utc>, bool)],
-) -> Result<Vec<Receipt>, DbErr> {
-    let backend = db.get_database_backend();
+/// A delivery to commit: what it says, when it arrived, whether its signature was checked.
+pub type Input<'a> = (&'a Delivery, DateTime<Utc>, bool);
+
+/// Commit a batch of deliveries in one transaction and return one receipt
+/// per delivery, in order.
+pub async fn commit_batch(db: &DatabaseConnection, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+    match db.get_database_backend() {
+        DatabaseBackend::Postgres => commit_postgres(db.get_postgres_connection_pool(), batch)
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string())),
+        _ => commit_sqlite(db, batch).await,
+    }
+}
+
+/// SQLite: one writer, in-process, so statements cost no round trips; SeaORM builds them.
+async fn commit_sqlite(db: &DatabaseConnection, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
     let options = TransactionOptions {
-        sqlite_transaction_mode: (backend == DatabaseBackend::Sqlite)
-            .then_some(SqliteTransactionMode::Immediate),
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
     let txn = db.begin_with_options(options).await?;
-    let call_ids: BTreeSet<&str> = batch
-        .iter()
-        .filter_map(|(d, ..)| d.call_id.as_deref())
-        .collect();
-    if backend == DatabaseBackend::Postgres {
-        lock_calls(&txn, &call_ids).await?;
-    }
+    let call_ids: BTreeSet<&str> = batch.iter().filter_map(|(d, ..)| d.call_id.as_deref()).collect();
     let calls = load_calls(&txn, &call_ids).await?;
     let keys: BTreeSet<&str> = batch.iter().map(|(d, ..)| d.dedupe_key.as_str()).collect();
     let stored = load_stored(&txn, &keys).await?;
-
-    let mut projection = Projection::new(calls, stored);
-    let decisions: Vec<Decision> = batch
-        .iter()
-        .map(|(d, at, verified)| projection.accept((*d).clone(), *at, *verified))
-        .collect();
-    let ids = write(&txn, projection.into_changes()).await?;
+    let (decisions, changes) = project(calls, stored, batch);
+    let ids = write(&txn, changes).await?;
     txn.commit().await?;
-
-    Ok(decisions
-        .into_iter()
-        .map(|decision| match decision {
-            Decision::Stored(i) => Receipt {
-                event_id: ids[i],
-                duplicate: false,
-            },
-            Decision::Duplicate(EventRef::New(i)) => Receipt {
-                event_id: ids[i],
-                duplicate: true,
-            },
-            Decision::Duplicate(EventRef::Stored(id)) => Receipt {
-                event_id: id,
-                duplicate: true,
-            },
-        })
-        .collect())
+    Ok(receipts(decisions, &ids))
 }
 
-/// Several replicas may share one PostgreSQL: serialize each call across
-/// them for this transaction (in a fixed order, so two batches cannot deadlock).
-async fn lock_calls(txn: &DatabaseTransaction, ids: &BTreeSet<&str>) -> Result<(), DbErr> {
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let values: Vec<String> = (1..=ids.len()).map(|i| format!("(${i})")).collect();
-    let sql = format!(
-        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(id, 0) AS h \
-         FROM (VALUES {}) AS t(id) ORDER BY 1) AS locks",
-        values.join(",")
-    );
-    let params = ids.iter().map(|id| sea_orm::Value::from(id.to_string()));
-    txn.query_all_raw(Statement::from_sql_and_values(
-        DatabaseBackend::Postgres,
-        sql,
-        params,
-    ))
-    .await?;
-    Ok(())
+async fn commit_postgres(pool: &PgPool, batch: &[Input<'_>]) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
+    let call_ids: Vec<String> = batch
+        .iter()
+        .filter_map(|(d, ..)| d.call_id.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let keys: Vec<String> = batch.iter().map(|(d, ..)| d.dedupe_key.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let mut txn = postgres::begin(pool, &call_ids).await?;
+    let calls = postgres::load_calls(&mut txn, &call_ids).await?;
+    let stored = postgres::load_stored(&mut txn, &keys).await?;
+    let (decisions, changes) = project(calls, stored, batch);
+    let ids = postgres::write(&mut txn, changes).await?;
+    txn.commit().await?;
+    Ok(receipts(decisions, &ids))
+}
+
+/// The pure part: dedupe and apply the whole batch in memory.
+fn project(calls: Vec<CallState>, stored: Vec<StoredEvent>, batch: &[Input<'_>]) -> (Vec<Decision>, Changes) {
+    let mut projection = Projection::new(calls, stored);
+    let decisions = batch.iter().map(|(d, at, verified)| projection.accept((*d).clone(), *at, *verified)).collect();
+    (decisions, projection.into_changes())
+}
+
+fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
+    decisions
+        .into_iter()
+        .map(|decision| match decision {
+            Decision::Stored(i) => Receipt { event_id: ids[i], duplicate: false },
+            Decision::Duplicate(EventRef::New(i)) => Receipt { event_id: ids[i], duplicate: true },
+            Decision::Duplicate(EventRef::Stored(id)) => Receipt { event_id: id, duplicate: true },
+        })
+        .collect()
 }
 
 async fn load_calls(

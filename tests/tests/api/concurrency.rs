@@ -1,6 +1,6 @@
 //! Concurrent deliveries: no double count, no lost update.
 
-use calltrail_tests::{TestApp, on_each_backend};
+use calltrail_tests::{TestApp, on_each_backend_and_batch};
 use entity::{action, analysis, attempt, call};
 use futures_util::future::join_all;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
@@ -8,8 +8,8 @@ use serde_json::json;
 
 #[tokio::test]
 async fn twenty_identical_deliveries_sent_at_once_store_exactly_one_event() {
-    on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         let body =
             br#"{"event":{"type":"call.initiate","data":{"call":{"id":"c_twenty"}}}}"#.to_vec();
         let answers = join_all((0..20).map(|_| app.post_webhook(body.clone()))).await;
@@ -125,12 +125,12 @@ async fn projection(app: &TestApp, id: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn fifty_deliveries_of_one_call_sent_at_once_end_as_if_sent_in_order() {
-    on_each_backend(|backend| async move {
+    on_each_backend_and_batch(|backend, batch| async move {
         let bodies = fifty_deliveries("c_fifty");
-        let in_order = TestApp::spawn(backend).await;
+        let in_order = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         in_order.post_all(&bodies).await;
 
-        let at_once = TestApp::spawn(backend).await;
+        let at_once = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         at_once.post_all(&bodies[..1]).await;
         let answers = join_all(bodies[1..].iter().map(|b| at_once.post_webhook(b.clone()))).await;
         assert!(

@@ -1,7 +1,7 @@
 //! Each fixture sequence gives the calls, attempts, analyses and actions the
 //! contract implies.
 
-use calltrail_tests::{Backend, TestApp, fixture, fixture_lines, on_each_backend};
+use calltrail_tests::{Backend, TestApp, fixture, fixture_lines, on_each_backend_and_batch};
 use entity::{action, analysis, attempt, call, webhook_event};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
@@ -23,8 +23,8 @@ async fn attempts(app: &TestApp, id: &str) -> Vec<attempt::Model> {
         .unwrap()
 }
 
-async fn run_happy_path(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+async fn run_happy_path(backend: Backend, batch: usize) {
+    let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
     app.post_all(&fixture_lines("v1/happy-path.jsonl")).await;
 
     let call = call_row(&app, "c_7f3e2a90-happy").await;
@@ -113,13 +113,13 @@ async fn run_happy_path(backend: Backend) {
 
 #[tokio::test]
 async fn the_happy_path_is_one_completed_attempt_with_its_analysis_and_order() {
-    on_each_backend(run_happy_path).await;
+    on_each_backend_and_batch(run_happy_path).await;
 }
 
 #[tokio::test]
 async fn retries_open_new_attempts_although_initiate_is_resent_byte_for_byte() {
-    on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         let lines = fixture_lines("v1/retry-no-answer-busy.jsonl");
         assert_eq!(lines[0], lines[2]);
         app.post_all(&lines).await;
@@ -174,8 +174,8 @@ async fn retries_open_new_attempts_although_initiate_is_resent_byte_for_byte() {
 
 #[tokio::test]
 async fn a_rescheduled_attempt_is_followed_by_a_failed_validation() {
-    on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         app.post_all(&fixture_lines("v1/rescheduled-then-invalid.jsonl"))
             .await;
         let call = call_row(&app, "c_44aa0e11-resched").await;
@@ -206,8 +206,8 @@ async fn a_rescheduled_attempt_is_followed_by_a_failed_validation() {
 
 #[tokio::test]
 async fn a_late_in_progress_does_not_move_a_completed_attempt_back() {
-    on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         let lines = fixture_lines("v1/happy-path.jsonl");
         app.post_all(&[
             lines[0].clone(),
@@ -224,8 +224,8 @@ async fn a_late_in_progress_does_not_move_a_completed_attempt_back() {
 
 #[tokio::test]
 async fn edge_deliveries_are_accepted_and_kept() {
-    on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
         for name in [
             "unknown-type",
             "unknown-action",

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, the real app over HTTP, every test on
 //! SQLite and (with TEST_DATABASE_URL) on PostgreSQL.
 
+mod batching;
 mod concurrency;
 mod durability;
 mod fixtures;

@@ -1,6 +1,6 @@
 //! Bad input gets a clear error and changes nothing.
 
-use calltrail_tests::{TestApp, fixture, fixture_lines, on_each_backend};
+use calltrail_tests::{Backend, TestApp, fixture, fixture_lines, on_each_backend};
 
 async fn assert_nothing_stored(app: &TestApp) {
     for table in ["webhook_event", "call", "attempt", "analysis", "action"] {
@@ -104,10 +104,15 @@ async fn a_delivery_the_database_refuses_is_a_503_and_stores_nothing() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
         let lines = fixture_lines("v1/happy-path.jsonl");
-        // Break the action table: the action delivery cannot be committed.
-        sea_orm::ConnectionTrait::execute_unprepared(&app.db, "DROP TABLE action")
-            .await
-            .unwrap();
+        // The database refuses every action row.
+        let refuse = match backend {
+            Backend::Sqlite => "CREATE TRIGGER refuse BEFORE INSERT ON action BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            Backend::Postgres => {
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused'; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON action FOR EACH ROW EXECUTE FUNCTION refuse()"
+            }
+        };
+        sea_orm::ConnectionTrait::execute_unprepared(&app.db, refuse).await.unwrap();
         let answer = app.post_webhook(lines[2].clone()).await;
         assert_eq!(answer.status, 503, "{}", answer.body);
         assert_eq!(answer.body["error"]["code"], "unavailable");

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Ingestion benchmark, one run: the database's own ceiling for one delivery's
+# writes (../shared/limit: pgbench "1rt" on PostgreSQL, sqlite-limit with
+# synchronous=FULL), then calltrail on PostgreSQL and on SQLite (FULL) under
+# `calltrail simulate` (realistic lifecycles: many calls in parallel, each
+# call's deliveries in order), and the ratios.
+#
+# Usage: docs/bench/ingest.sh            (from the repository root)
+#   CALLS=4000        call lifecycles per calltrail run (about 8 deliveries each)
+#   C=16              concurrency (simulate workers; pgbench clients)
+#   LIMIT_SECONDS=20  duration of each ceiling measurement
+#   LIMIT_DIR=../shared/limit
+#   PG=postgres://postgres@127.0.0.1:5432   server where databases may be created
+#   SERVER_ENV="CALLTRAIL_INGEST_BATCH=1"    extra settings for the calltrail runs
+# Prints one RESULT line per measurement and a summary table.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+CALLS="${CALLS:-4000}"
+C="${C:-16}"
+LIMIT_SECONDS="${LIMIT_SECONDS:-20}"
+LIMIT_DIR="$(cd "${LIMIT_DIR:-../shared/limit}" && pwd)"
+PG="${PG:-postgres://postgres@127.0.0.1:5432}"
+PORT="${PORT:-18917}"
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() { [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+export PGHOST=127.0.0.1 PGPORT=5432 PGUSER=postgres
+cargo build --release -q -p calltrail
+BIN=target/release/calltrail
+( cd "$LIMIT_DIR/sqlite-limit" && CARGO_TARGET_DIR="$WORK/limit-target" cargo build --release -q )
+
+echo "== machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -sr)"
+echo "== date: $(date -u +%Y-%m-%dT%H:%MZ)"
+
+echo "== ceiling: PostgreSQL, one statement and round trip per delivery (1rt), C=$C"
+db="bench_limit_$$"
+psql -X -q -d postgres -c "CREATE DATABASE $db"
+pg_1rt="$(LIMIT_OUT_DIR="$WORK/pg" "$LIMIT_DIR/pgbench.sh" "$db" "$C" "$LIMIT_SECONDS" 1rt | tail -n1)"
+psql -X -q -d postgres -c "DROP DATABASE $db"
+echo "$pg_1rt"
+
+echo "== ceiling: SQLite, synchronous=FULL, one transaction per delivery"
+sqlite_full="$("$WORK/limit-target/release/sqlite-limit" --db "$WORK/limit.db" --seconds "$LIMIT_SECONDS" --synchronous FULL | tail -n1)"
+echo "$sqlite_full"
+
+# Run calltrail on DATABASE_URL=$1 and load it; prints simulate's RESULT line plus peak RSS.
+run_calltrail() {
+  env ${SERVER_ENV:-} DATABASE_URL="$1" CALLTRAIL_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn "$BIN" >"$WORK/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
+  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/server.log" >&2; echo "bench: the server did not start" >&2; exit 1; }
+  local result
+  result="$("$BIN" simulate --url "http://127.0.0.1:$PORT" --calls "$CALLS" --concurrency "$C" --seed 1 | grep '^RESULT')"
+  local rss
+  rss="$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")"
+  kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=""
+  echo "$result peak_rss_mb=$rss"
+}
+
+echo "== calltrail on PostgreSQL, C=$C, $CALLS calls"
+db="bench_calltrail_$$"
+psql -X -q -d postgres -c "CREATE DATABASE $db"
+ct_pg="$(run_calltrail "$PG/$db")"
+psql -X -q -d postgres -c "DROP DATABASE $db"
+echo "$ct_pg"
+
+echo "== calltrail on SQLite (synchronous=FULL), C=$C, $CALLS calls"
+ct_sqlite="$(run_calltrail "sqlite://$WORK/calltrail.db?mode=rwc")"
+echo "$ct_sqlite"
+
+field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
+echo
+echo "| run | deliveries/s | p50 ms | p99 ms | ratio to ceiling |"
+echo "|---|---|---|---|---|"
+echo "| PostgreSQL ceiling (1rt) | $(field "$pg_1rt" events_per_s) | $(field "$pg_1rt" p50_ms) | $(field "$pg_1rt" p99_ms) | 1.00 |"
+echo "| calltrail on PostgreSQL | $(field "$ct_pg" deliveries_per_s) | $(field "$ct_pg" p50_ms) | $(field "$ct_pg" p99_ms) | $(ratio "$(field "$ct_pg" deliveries_per_s)" "$(field "$pg_1rt" events_per_s)") |"
+echo "| SQLite ceiling (FULL) | $(field "$sqlite_full" events_per_s) | $(field "$sqlite_full" p50_ms) | $(field "$sqlite_full" p99_ms) | 1.00 |"
+echo "| calltrail on SQLite (FULL) | $(field "$ct_sqlite" deliveries_per_s) | $(field "$ct_sqlite" p50_ms) | $(field "$ct_sqlite" p99_ms) | $(ratio "$(field "$ct_sqlite" deliveries_per_s)" "$(field "$sqlite_full" events_per_s)") |"

@@ -1,0 +1,200 @@
+//! Group commit: what a batch does when it holds several deliveries. The
+//! writer is stalled behind a transaction the test holds, so the deliveries
+//! sent meanwhile queue up and are committed together.
+
+use std::time::Duration;
+
+use calltrail_tests::{Answer, Backend, TestApp, on_each_backend};
+use entity::{call, webhook_event};
+use futures_util::future::join_all;
+use sea_orm::{
+    ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, SqliteTransactionMode,
+    TransactionOptions, TransactionTrait,
+};
+use serde_json::json;
+
+/// A stalled writer: the test holds the database's write lock (SQLite) or
+/// the raw log (PostgreSQL), and the writer is blocked committing a first
+/// "plug" delivery, so everything sent next waits in its queue.
+struct Stall {
+    txn: DatabaseTransaction,
+    plug: tokio::task::JoinHandle<Answer>,
+}
+
+async fn stall_writer(app: &TestApp) -> Stall {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    let txn = match app.backend {
+        Backend::Sqlite => app.db.begin_with_options(options).await.unwrap(),
+        Backend::Postgres => {
+            let txn = app.db.begin().await.unwrap();
+            txn.execute_unprepared("LOCK TABLE webhook_event IN EXCLUSIVE MODE")
+                .await
+                .unwrap();
+            txn
+        }
+    };
+    let (client, url) = (
+        app.client.clone(),
+        format!("{}/webhooks/call-events", app.address),
+    );
+    let plug = tokio::spawn(async move {
+        Answer::from(
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(initiate("c_plug"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Stall { txn, plug }
+}
+
+impl Stall {
+    async fn release(self) {
+        self.txn.commit().await.unwrap();
+        assert_eq!(self.plug.await.unwrap().status, 200);
+    }
+}
+
+fn initiate(call_id: &str) -> Vec<u8> {
+    serde_json::to_vec(
+        &json!({"event": {"type": "call.initiate", "data": {"call": {"id": call_id}}}}),
+    )
+    .unwrap()
+}
+
+async fn refuse_call_in_database(app: &TestApp, call_id: &str) {
+    let sql = match app.backend {
+        Backend::Sqlite => format!(
+            "CREATE TRIGGER poison BEFORE INSERT ON webhook_event WHEN NEW.call_id = '{call_id}' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END"
+        ),
+        Backend::Postgres => format!(
+            "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+             IF NEW.call_id = '{call_id}' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER poison BEFORE INSERT ON webhook_event FOR EACH ROW EXECUTE FUNCTION poison()"
+        ),
+    };
+    app.db.execute_unprepared(&sql).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_poisoned_delivery_fails_alone_and_its_batch_neighbours_are_stored() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 256).await;
+        refuse_call_in_database(&app, "c_poison").await;
+        let stall = stall_writer(&app).await;
+        let mut bodies: Vec<Vec<u8>> = (0..30).map(|i| initiate(&format!("c_ok-{i}"))).collect();
+        bodies.insert(15, initiate("c_poison"));
+        let sending = tokio::spawn({
+            let (client, url) = (
+                app.client.clone(),
+                format!("{}/webhooks/call-events", app.address),
+            );
+            async move {
+                join_all(bodies.into_iter().map(|b| {
+                    let request = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(b);
+                    async move { Answer::from(request.send().await.unwrap()).await }
+                }))
+                .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        stall.release().await;
+        let answers = sending.await.unwrap();
+
+        assert_eq!(
+            answers[15].status, 503,
+            "{backend:?}: the poisoned delivery is refused"
+        );
+        let others: Vec<_> = answers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != 15)
+            .map(|(_, a)| a.status)
+            .collect();
+        assert!(others.iter().all(|s| *s == 200), "{backend:?}: {others:?}");
+        assert_eq!(
+            app.count("webhook_event").await,
+            31,
+            "the plug and the 30 neighbours"
+        );
+        assert_eq!(app.count("call").await, 31);
+        assert!(
+            call::Entity::find_by_id("c_poison")
+                .one(&app.db)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_same_bytes_twice_in_one_batch_are_stored_once() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 256).await;
+        let stall = stall_writer(&app).await;
+        let body = initiate("c_twice");
+        // Both copies wait in the queue behind the plug, so one batch takes both.
+        let ((a, b), ()) = tokio::join!(
+            async {
+                tokio::join!(
+                    app.post_webhook(body.clone()),
+                    app.post_webhook(body.clone())
+                )
+            },
+            async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                stall.release().await;
+            }
+        );
+        assert_eq!(a.event_id(), b.event_id(), "{backend:?}");
+        let duplicates = [&a, &b]
+            .iter()
+            .filter(|x| x.body["duplicate"] == true)
+            .count();
+        assert_eq!(duplicates, 1, "{backend:?}");
+        assert_eq!(app.count("webhook_event").await, 2, "the plug and one copy");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deliveries_of_one_call_keep_their_arrival_order_across_batch_boundaries() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 3).await;
+        let stall = stall_writer(&app).await;
+        let mut pending = Vec::new();
+        for seq in 0..10 {
+            let body = serde_json::to_vec(&json!({"metadata": {"seq": seq}, "event": {"type": "call.in-progress", "data": {"call": {"id": "c_order"}}}})).unwrap();
+            let (client, url) = (app.client.clone(), format!("{}/webhooks/call-events", app.address));
+            pending.push(tokio::spawn(async move {
+                Answer::from(client.post(url).header("content-type", "application/json").body(body).send().await.unwrap()).await
+            }));
+            // Each request reaches the writer's queue before the next is sent.
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        stall.release().await;
+        for answer in join_all(pending).await {
+            assert_eq!(answer.unwrap().status, 200);
+        }
+        let events = webhook_event::Entity::find().order_by_asc(webhook_event::Column::Id).all(&app.db).await.unwrap();
+        let order: Vec<i64> = events.iter().filter(|e| e.call_id.as_deref() == Some("c_order")).map(|e| serde_json::from_str::<serde_json::Value>(&e.body).unwrap()["metadata"]["seq"].as_i64().unwrap()).collect();
+        assert_eq!(order, (0..10).collect::<Vec<_>>(), "{backend:?}: committed in arrival order");
+        let call = call::Entity::find_by_id("c_order").one(&app.db).await.unwrap().unwrap();
+        assert_eq!(call.metadata, Some(json!({"seq": 9})), "{backend:?}: the last arrival wins");
+    })
+    .await;
+}
