@@ -30,6 +30,20 @@ pub enum Command {
     Simulate(crate::simulate::SimulateArgs),
     /// Print the GraphQL schema (SDL); `schema.graphql` is its output.
     Schema,
+    /// Ingest captured deliveries (JSON lines, one raw delivery per line; `-` reads
+    /// standard input) through the same path as the webhook: same dedupe, same rules.
+    Import {
+        /// Files to read, in order.
+        #[arg(required = true)]
+        files: Vec<std::path::PathBuf>,
+    },
+    /// Rebuild calls, attempts, analyses and actions from the raw log with the
+    /// current rules. Action statuses set by workers are kept.
+    Reprocess {
+        /// Only this call (default: every call).
+        #[arg(long)]
+        call: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

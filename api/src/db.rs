@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::postgres::PgPoolOptions;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -95,12 +95,18 @@ impl Db {
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
             };
+            // Plan every statement for its actual arguments: a generic plan
+            // cached while the tables were still empty would keep scanning
+            // them sequentially as they grow.
+            let options = PgConnectOptions::from_str(url)
+                .with_context(|| "DATABASE_URL is not a valid postgres:// URL")?
+                .options([("plan_cache_mode", "force_custom_plan")]);
             let write = pool(writers as u32)
-                .connect(url)
+                .connect_with(options.clone())
                 .await
                 .map_err(unreachable(url))?;
             let read = pool(config.db_read_connections)
-                .connect(url)
+                .connect_with(options)
                 .await
                 .map_err(unreachable(url))?;
             Ok(Self::new(

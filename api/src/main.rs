@@ -15,6 +15,8 @@ async fn main() {
             Err(e) => Err(e),
         },
         Command::Migrate { action } => cli::migrate(&config, action).await,
+        Command::Import { files } => cli::import(&config, &files).await.map(|_| ()),
+        Command::Reprocess { call } => cli::reprocess(&config, call.as_deref()).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Schema => {
             print!("{}", graphql::sdl());

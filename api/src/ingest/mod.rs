@@ -3,6 +3,7 @@
 //! commits whatever is queued as one transaction, and only then answers.
 
 mod postgres;
+mod reprocess;
 mod store;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -12,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::domain::Delivery;
 
+pub use reprocess::{ReprocessSummary, reprocess};
 pub use store::{Receipt, commit_batch};
 
 /// A delivery waiting for its commit.
@@ -75,6 +77,29 @@ impl Ingestor {
             mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
         })?;
         answer.await.map_err(|_| IngestError::ShuttingDown)?
+    }
+
+    /// Queue a delivery, waiting for room instead of refusing (for `import`,
+    /// which prefers to slow down). Deliveries queued one after another keep
+    /// their order; await the returned future for the receipt.
+    pub async fn enqueue(
+        &self,
+        delivery: Delivery,
+        signature_verified: bool,
+    ) -> Result<impl Future<Output = Result<Receipt, IngestError>> + use<>, IngestError> {
+        let (reply, answer) = oneshot::channel();
+        let queue = &self.queues[self.route(&delivery)];
+        let job = Job {
+            delivery,
+            signature_verified,
+            received_at: Utc::now().trunc_subsecs(6),
+            reply,
+        };
+        queue
+            .send(job)
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(async move { answer.await.map_err(|_| IngestError::ShuttingDown)? })
     }
 
     /// Deliveries waiting for a writer, over all writers.

@@ -80,7 +80,10 @@ SELECT event_id, call_id, attempt_number, kind, reason, payload::jsonb, status, 
 FROM unnest($42::int8[], $43::text[], $44::int[], $45::text[], $46::text[], $47::text[], $48::text[],
     $49::timestamptz[]) AS t(event_id, call_id, attempt_number, kind, reason, payload, status, created_at)";
 
-pub(super) async fn begin(pool: &PgPool, call_ids: &[String]) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+pub(super) async fn begin(
+    pool: &PgPool,
+    call_ids: &[String],
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let mut txn = pool.begin().await?;
     if !call_ids.is_empty() {
         sqlx::query(LOCK).bind(call_ids).execute(&mut *txn).await?;
@@ -88,16 +91,28 @@ pub(super) async fn begin(pool: &PgPool, call_ids: &[String]) -> Result<Transact
     Ok(txn)
 }
 
-pub(super) async fn load_calls(txn: &mut Transaction<'_, Postgres>, ids: &[String]) -> Result<Vec<CallState>, sqlx::Error> {
+pub(super) async fn load_calls(
+    txn: &mut Transaction<'_, Postgres>,
+    ids: &[String],
+) -> Result<Vec<CallState>, sqlx::Error> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(LOAD_CALLS).bind(ids).fetch_all(&mut **txn).await?;
+    let rows = sqlx::query(LOAD_CALLS)
+        .bind(ids)
+        .fetch_all(&mut **txn)
+        .await?;
     rows.iter().map(call_state).collect()
 }
 
-pub(super) async fn load_stored(txn: &mut Transaction<'_, Postgres>, keys: &[String]) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(LOAD_STORED).bind(keys).fetch_all(&mut **txn).await?;
+pub(super) async fn load_stored(
+    txn: &mut Transaction<'_, Postgres>,
+    keys: &[String],
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows = sqlx::query(LOAD_STORED)
+        .bind(keys)
+        .fetch_all(&mut **txn)
+        .await?;
     rows.iter()
         .map(|r| {
             Ok(StoredEvent {
@@ -111,19 +126,43 @@ pub(super) async fn load_stored(txn: &mut Transaction<'_, Postgres>, keys: &[Str
 }
 
 /// Write a batch's changes; returns the ids of its new raw-log rows, in order.
-pub(super) async fn write(txn: &mut Transaction<'_, Postgres>, changes: Changes) -> Result<Vec<i64>, sqlx::Error> {
-    let Changes { events, calls, attempts, analyses, actions } = changes;
+pub(super) async fn write(
+    txn: &mut Transaction<'_, Postgres>,
+    changes: Changes,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let Changes {
+        events,
+        calls,
+        attempts,
+        analyses,
+        actions,
+    } = changes;
     let mut ids = Vec::with_capacity(events.len());
     if !events.is_empty() {
         let keys: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
         let rows = sqlx::query(INSERT_EVENTS)
             .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.format.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.event_type.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.call_id.as_deref()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.event_type.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.call_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .bind(events.iter().map(|e| e.attempt_number).collect::<Vec<_>>())
             .bind(&keys)
-            .bind(events.iter().map(|e| e.signature_verified).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.signature_verified)
+                    .collect::<Vec<_>>(),
+            )
             .bind(events.iter().map(|e| e.recognized).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.outcome).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
@@ -132,7 +171,9 @@ pub(super) async fn write(txn: &mut Transaction<'_, Postgres>, changes: Changes)
         for (row, key) in rows.iter().zip(&keys) {
             // Rows come back in insertion order; check rather than trust it.
             if row.try_get::<&str, _>("dedupe_key")? != *key {
-                return Err(sqlx::Error::Protocol("RETURNING rows out of insertion order".into()));
+                return Err(sqlx::Error::Protocol(
+                    "RETURNING rows out of insertion order".into(),
+                ));
             }
             ids.push(row.try_get("id")?);
         }
@@ -143,16 +184,34 @@ pub(super) async fn write(txn: &mut Transaction<'_, Postgres>, changes: Changes)
     sqlx::query(WRITE_REST)
         .bind(c.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.status().as_str()).collect::<Vec<_>>())
-        .bind(c.iter().map(|c| (!c.metadata.is_empty()).then(|| Value::Object(c.metadata.clone()).to_string())).collect::<Vec<_>>())
+        .bind(
+            c.iter()
+                .map(|c| {
+                    (!c.metadata.is_empty()).then(|| Value::Object(c.metadata.clone()).to_string())
+                })
+                .collect::<Vec<_>>(),
+        )
         .bind(c.iter().map(|c| c.started_at).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.ended_at).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.duration_seconds).collect::<Vec<_>>())
-        .bind(c.iter().map(|c| c.recording_url.as_deref()).collect::<Vec<_>>())
-        .bind(c.iter().map(|c| c.detail_url.as_deref()).collect::<Vec<_>>())
+        .bind(
+            c.iter()
+                .map(|c| c.recording_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.detail_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(c.iter().map(|c| c.current.number).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.re_attempt_count).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.rescheduled_count).collect::<Vec<_>>())
-        .bind(c.iter().map(|c| c.final_status.as_deref()).collect::<Vec<_>>())
+        .bind(
+            c.iter()
+                .map(|c| c.final_status.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(c.iter().map(|c| c.lifecycle_ended).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.success).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.credits_used).collect::<Vec<_>>())
@@ -165,31 +224,118 @@ pub(super) async fn write(txn: &mut Transaction<'_, Postgres>, changes: Changes)
         .bind(a.iter().map(|(_, a)| a.connected).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, a)| a.started_at).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, a)| a.ended_at).collect::<Vec<_>>())
-        .bind(a.iter().map(|(_, a)| a.duration_seconds).collect::<Vec<_>>())
-        .bind(a.iter().map(|(_, a)| a.recording_url.as_deref()).collect::<Vec<_>>())
-        .bind(a.iter().map(|(_, a)| a.detail_url.as_deref()).collect::<Vec<_>>())
+        .bind(
+            a.iter()
+                .map(|(_, a)| a.duration_seconds)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            a.iter()
+                .map(|(_, a)| a.recording_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            a.iter()
+                .map(|(_, a)| a.detail_url.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(a.iter().map(|(_, a)| a.credits_used).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, a)| a.created_at).collect::<Vec<_>>())
         .bind(a.iter().map(|(_, a)| a.updated_at).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.call_id.as_str()).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.attempt_number).collect::<Vec<_>>())
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.call_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.attempt_number)
+                .collect::<Vec<_>>(),
+        )
         .bind(analyses.iter().map(|(i, _)| ids[*i]).collect::<Vec<_>>())
         .bind(analyses.iter().map(|(_, n)| n.success).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.summary.as_deref()).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| Value::from(n.required_actions.clone()).to_string()).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| json(&n.insights)).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| json(&n.outcome)).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.credits_used).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.credits_available).collect::<Vec<_>>())
-        .bind(analyses.iter().map(|(_, n)| n.created_at).collect::<Vec<_>>())
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.summary.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| Value::from(n.required_actions.clone()).to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| json(&n.insights))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| json(&n.outcome))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.credits_used)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.credits_available)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            analyses
+                .iter()
+                .map(|(_, n)| n.created_at)
+                .collect::<Vec<_>>(),
+        )
         .bind(actions.iter().map(|(i, _)| ids[*i]).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| x.call_id.as_deref()).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| x.attempt_number).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| x.kind.as_str()).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| x.reason.as_deref()).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| json(&x.payload)).collect::<Vec<_>>())
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| x.call_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| x.attempt_number)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| x.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| x.reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| json(&x.payload))
+                .collect::<Vec<_>>(),
+        )
         .bind(actions.iter().map(|(_, x)| x.status).collect::<Vec<_>>())
-        .bind(actions.iter().map(|(_, x)| x.created_at).collect::<Vec<_>>())
+        .bind(
+            actions
+                .iter()
+                .map(|(_, x)| x.created_at)
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **txn)
         .await?;
     Ok(ids)
@@ -221,7 +367,8 @@ fn call_state(r: &sqlx::postgres::PgRow) -> Result<CallState, sqlx::Error> {
         last_event_at: r.try_get("last_event_at")?,
         current: AttemptState {
             number: r.try_get("number")?,
-            status: CallStatus::from_db(&status).ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?,
+            status: CallStatus::from_db(&status)
+                .ok_or_else(|| sqlx::Error::Decode(format!("unknown status {status:?}").into()))?,
             connected: r.try_get("connected")?,
             started_at: get("a_started_at")?,
             ended_at: get("a_ended_at")?,

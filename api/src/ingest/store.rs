@@ -7,20 +7,20 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 use entity::{action, analysis, attempt, call, webhook_event};
-use sea_orm::sqlx::PgPool;
 use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx::PgPool;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode, TransactionOptions,
+    TransactionTrait,
 };
 use serde_json::Value;
 
 use super::postgres;
 use crate::domain::{
-    AttemptState, CallState, CallStatus, Changes, Decision, Delivery, EventRef, Projection,
-    StoredEvent,
+    ActionRow, AnalysisRow, AttemptState, CallState, CallStatus, Changes, Decision, Delivery,
+    EventRef, Projection, StoredEvent,
 };
 
 /// What the webhook answers for one delivery.
@@ -36,7 +36,10 @@ pub type Input<'a> = (&'a Delivery, DateTime<Utc>, bool);
 
 /// Commit a batch of deliveries in one transaction and return one receipt
 /// per delivery, in order.
-pub async fn commit_batch(db: &DatabaseConnection, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+pub async fn commit_batch(
+    db: &DatabaseConnection,
+    batch: &[Input<'_>],
+) -> Result<Vec<Receipt>, DbErr> {
     match db.get_database_backend() {
         DatabaseBackend::Postgres => commit_postgres(db.get_postgres_connection_pool(), batch)
             .await
@@ -46,13 +49,19 @@ pub async fn commit_batch(db: &DatabaseConnection, batch: &[Input<'_>]) -> Resul
 }
 
 /// SQLite: one writer, in-process, so statements cost no round trips; SeaORM builds them.
-async fn commit_sqlite(db: &DatabaseConnection, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+async fn commit_sqlite(
+    db: &DatabaseConnection,
+    batch: &[Input<'_>],
+) -> Result<Vec<Receipt>, DbErr> {
     let options = TransactionOptions {
         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
         ..TransactionOptions::default()
     };
     let txn = db.begin_with_options(options).await?;
-    let call_ids: BTreeSet<&str> = batch.iter().filter_map(|(d, ..)| d.call_id.as_deref()).collect();
+    let call_ids: BTreeSet<&str> = batch
+        .iter()
+        .filter_map(|(d, ..)| d.call_id.as_deref())
+        .collect();
     let calls = load_calls(&txn, &call_ids).await?;
     let keys: BTreeSet<&str> = batch.iter().map(|(d, ..)| d.dedupe_key.as_str()).collect();
     let stored = load_stored(&txn, &keys).await?;
@@ -62,14 +71,22 @@ async fn commit_sqlite(db: &DatabaseConnection, batch: &[Input<'_>]) -> Result<V
     Ok(receipts(decisions, &ids))
 }
 
-async fn commit_postgres(pool: &PgPool, batch: &[Input<'_>]) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
+async fn commit_postgres(
+    pool: &PgPool,
+    batch: &[Input<'_>],
+) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
     let call_ids: Vec<String> = batch
         .iter()
         .filter_map(|(d, ..)| d.call_id.clone())
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let keys: Vec<String> = batch.iter().map(|(d, ..)| d.dedupe_key.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let keys: Vec<String> = batch
+        .iter()
+        .map(|(d, ..)| d.dedupe_key.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut txn = postgres::begin(pool, &call_ids).await?;
     let calls = postgres::load_calls(&mut txn, &call_ids).await?;
     let stored = postgres::load_stored(&mut txn, &keys).await?;
@@ -80,9 +97,16 @@ async fn commit_postgres(pool: &PgPool, batch: &[Input<'_>]) -> Result<Vec<Recei
 }
 
 /// The pure part: dedupe and apply the whole batch in memory.
-fn project(calls: Vec<CallState>, stored: Vec<StoredEvent>, batch: &[Input<'_>]) -> (Vec<Decision>, Changes) {
+fn project(
+    calls: Vec<CallState>,
+    stored: Vec<StoredEvent>,
+    batch: &[Input<'_>],
+) -> (Vec<Decision>, Changes) {
     let mut projection = Projection::new(calls, stored);
-    let decisions = batch.iter().map(|(d, at, verified)| projection.accept((*d).clone(), *at, *verified)).collect();
+    let decisions = batch
+        .iter()
+        .map(|(d, at, verified)| projection.accept((*d).clone(), *at, *verified))
+        .collect();
     (decisions, projection.into_changes())
 }
 
@@ -90,9 +114,18 @@ fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
     decisions
         .into_iter()
         .map(|decision| match decision {
-            Decision::Stored(i) => Receipt { event_id: ids[i], duplicate: false },
-            Decision::Duplicate(EventRef::New(i)) => Receipt { event_id: ids[i], duplicate: true },
-            Decision::Duplicate(EventRef::Stored(id)) => Receipt { event_id: id, duplicate: true },
+            Decision::Stored(i) => Receipt {
+                event_id: ids[i],
+                duplicate: false,
+            },
+            Decision::Duplicate(EventRef::New(i)) => Receipt {
+                event_id: ids[i],
+                duplicate: true,
+            },
+            Decision::Duplicate(EventRef::Stored(id)) => Receipt {
+                event_id: id,
+                duplicate: true,
+            },
         })
         .collect()
 }
@@ -187,6 +220,21 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
     .exec_with_returning_keys(txn)
     .await?;
 
+    write_projection(txn, calls, attempts, analyses, actions, &ids).await?;
+    Ok(ids)
+}
+
+/// Write calls, attempts, analyses and actions; `ids` maps the event
+/// indexes of analyses and actions to raw-log ids. Shared by SQLite ingestion
+/// and `calltrail reprocess`.
+pub(super) async fn write_projection(
+    txn: &DatabaseTransaction,
+    calls: Vec<CallState>,
+    attempts: Vec<(String, AttemptState)>,
+    analyses: Vec<(usize, AnalysisRow)>,
+    actions: Vec<(usize, ActionRow)>,
+    ids: &[i64],
+) -> Result<(), DbErr> {
     if !calls.is_empty() {
         use call::Column as C;
         call::Entity::insert_many(calls.iter().map(call_model))
@@ -290,7 +338,7 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
         .exec_without_returning(txn)
         .await?;
     }
-    Ok(ids)
+    Ok(())
 }
 
 fn call_model(c: &CallState) -> call::ActiveModel {

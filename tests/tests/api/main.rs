@@ -6,5 +6,6 @@ mod concurrency;
 mod durability;
 mod fixtures;
 mod health;
+mod operations;
 mod refusals;
 mod signatures;
