@@ -117,6 +117,8 @@ pub struct TestApp {
     /// A connection of the test's own, to look at the rows.
     pub db: DatabaseConnection,
     pub client: reqwest::Client,
+    /// Statements the app ran on its read pool (GraphQL's queries).
+    pub read_statements: calltrail::db::StatementCounter,
 }
 
 impl TestApp {
@@ -133,6 +135,7 @@ impl TestApp {
         configure(&mut config);
         let app = Application::build(config).await.expect("the app builds");
         let address = format!("http://{}", app.local_addr());
+        let read_statements = app.state.db.read_statements.clone();
         tokio::spawn(app.run_until_stopped());
         let db = Database::connect(&database_url)
             .await
@@ -143,7 +146,30 @@ impl TestApp {
             database_url,
             db,
             client: reqwest::Client::new(),
+            read_statements,
         }
+    }
+
+    /// POST a GraphQL request without a token.
+    pub async fn graphql(&self, query: &str, variables: Value) -> Answer {
+        self.graphql_with_token(None, query, variables).await
+    }
+
+    /// POST a GraphQL request, with `Authorization: Bearer <token>` when given.
+    pub async fn graphql_with_token(
+        &self,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> Answer {
+        let mut request = self
+            .client
+            .post(format!("{}/graphql", self.address))
+            .json(&serde_json::json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        Answer::from(request.send().await.expect("the server answers")).await
     }
 
     /// POST an unsigned delivery as `application/json`.

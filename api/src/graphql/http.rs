@@ -16,20 +16,21 @@ use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{SubsecRound, Utc};
+use sea_orm::DatabaseConnection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{BAD_REQUEST, UNAUTHENTICATED};
-use super::{AppSchema, RequestTime, build_schema};
+use super::{AppSchema, build_schema, execute};
 use crate::startup::AppState;
 
 /// What the `/graphql` handlers share.
 #[derive(Clone)]
 struct Gql {
     schema: AppSchema,
+    db: DatabaseConnection,
     /// SHA-256 of `CALLTRAIL_API_TOKEN`: compared in constant time, length included.
     token: Option<Arc<[u8; 32]>>,
 }
@@ -42,6 +43,7 @@ fn digest(token: &[u8]) -> [u8; 32] {
 pub fn routes(app: &AppState) -> Router<AppState> {
     let gql = Gql {
         schema: build_schema(&app.db, &app.config),
+        db: app.db.read.clone(),
         token: app
             .config
             .api_token
@@ -159,8 +161,7 @@ async fn post_graphql(State(gql): State<Gql>, body: Result<Bytes, BytesRejection
             );
         }
     };
-    let batch = batch.data(request_time());
-    GraphQLResponse::from(gql.schema.execute_batch(batch).await).into_response()
+    GraphQLResponse::from(execute(&gql.schema, &gql.db, batch).await).into_response()
 }
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query in the URL
@@ -176,14 +177,13 @@ async fn get_graphql(State(gql): State<Gql>, headers: HeaderMap, uri: Uri) -> Re
         .into_response();
     }
     let request = match async_graphql::http::parse_query_string(uri.query().unwrap_or_default()) {
-        Ok(request) => request,
+        Ok(request) if !request.query.trim().is_empty() => request,
+        Ok(_) => return refuse(StatusCode::BAD_REQUEST, BAD_REQUEST, GET_USAGE),
         Err(e) => {
             return refuse(
                 StatusCode::BAD_REQUEST,
                 BAD_REQUEST,
-                format!(
-                    "a GET request needs `?query=…` (and optionally `variables`, `operationName`): {e}"
-                ),
+                format!("{GET_USAGE}: {e}"),
             );
         }
     };
@@ -198,15 +198,10 @@ async fn get_graphql(State(gql): State<Gql>, headers: HeaderMap, uri: Uri) -> Re
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    let request = request.data(request_time());
-    GraphQLResponse::from(gql.schema.execute(request).await).into_response()
+    GraphQLResponse::from(execute(&gql.schema, &gql.db, request).await).into_response()
 }
 
-/// Microseconds, as the database keeps them, so a written timestamp
-/// reads back the same on every backend.
-fn request_time() -> RequestTime {
-    RequestTime(Utc::now().trunc_subsecs(6))
-}
+const GET_USAGE: &str = "a GET request needs `?query=…` (and optionally `variables`, `operationName`); browsers get GraphiQL";
 
 /// The operation the request would run is a mutation (unparsable queries
 /// are left to execution, which reports them).

@@ -16,7 +16,10 @@ mod types;
 
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, Result, SDLExportOptions, Schema, SchemaBuilder};
+use async_graphql::{
+    BatchRequest, BatchResponse, Context, EmptySubscription, Result, SDLExportOptions, Schema,
+    SchemaBuilder,
+};
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::DatabaseConnection;
 
@@ -42,9 +45,23 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscript
 pub fn build_schema(db: &Db, config: &Config) -> AppSchema {
     schema_builder()
         .data(ReadDb(db.read.clone()))
-        .data(loaders::Loaders::new(db.read.clone()))
         .data(StaleAfter(config.stale_after))
         .finish()
+}
+
+/// Execute a request (or a batch) as the server does: one "now" for the
+/// request, and a DataLoader of its own whose batches [`loaders::run`] cuts.
+pub async fn execute(
+    schema: &AppSchema,
+    db: &DatabaseConnection,
+    request: impl Into<BatchRequest>,
+) -> BatchResponse {
+    let (loader, batches) = loaders::for_request(db.clone());
+    let request = request
+        .into()
+        .data(RequestTime(Utc::now().trunc_subsecs(6)))
+        .data(loader);
+    loaders::run(schema.execute_batch(request), batches).await
 }
 
 /// The SDL, as `calltrail schema` prints it and `schema.graphql` holds it.

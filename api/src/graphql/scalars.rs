@@ -14,6 +14,11 @@ pub struct DateTime(pub ChronoDateTime<Utc>);
     specified_by_url = "https://datatracker.ietf.org/doc/html/rfc3339"
 )]
 impl ScalarType for DateTime {
+    /// Checked while validating, so a malformed date is refused before anything runs.
+    fn is_valid(value: &Value) -> bool {
+        matches!(value, Value::String(s) if ChronoDateTime::parse_from_rfc3339(s).is_ok())
+    }
+
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
             Value::String(s) => ChronoDateTime::parse_from_rfc3339(s)

@@ -5,6 +5,7 @@ mod batching;
 mod concurrency;
 mod durability;
 mod fixtures;
+mod graphql;
 mod health;
 mod operations;
 mod refusals;
