@@ -10,6 +10,7 @@ mod inputs;
 pub mod limits;
 mod loaders;
 mod mutation;
+mod order;
 mod query;
 mod scalars;
 mod types;
@@ -39,6 +40,7 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscript
         EmptySubscription,
     )
     .extension(limits::Limits)
+    .extension(order::QueryOrder)
 }
 
 /// The schema the server runs: reads on `db.read`, stale after `config.stale_after`.

@@ -239,3 +239,104 @@ fn selected_ids(
         .filter(condition)
         .into_query())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Buckets need calls that arrived hours apart: committed through the
+    //! ingest writers' function with chosen arrival times (the integration
+    //! tests cover the HTTP side, where arrival is the server's clock).
+
+    use super::*;
+    use crate::config::Config;
+    use crate::db::Db;
+    use crate::domain::parse;
+    use crate::ingest::commit_batch;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    async fn arrive(db: &DatabaseConnection, time: &str, call: &str, types: &[&str]) {
+        for event_type in types {
+            let body = format!(
+                r#"{{"event":{{"type":"{event_type}","data":{{"call":{{"id":"{call}"}},"credits":{{"used":1.5}}}}}}}}"#
+            );
+            let delivery = parse(body.as_bytes()).unwrap();
+            commit_batch(db, &[(&delivery, at(time), true)])
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn series_buckets_by_utc_hour_and_day_oldest_first_and_skips_empty_ones() {
+        let path =
+            std::env::temp_dir().join(format!("calltrail-stats-{}.db", rand::random::<u64>()));
+        let db = Db::connect(
+            &Config::for_database(&format!("sqlite://{}?mode=rwc", path.display())),
+            1,
+        )
+        .await
+        .unwrap();
+        db.migrate().await.unwrap();
+        let w = &db.write;
+        arrive(
+            w,
+            "2026-11-21T09:00:00Z",
+            "d",
+            &["call.initiate", "call.busy"],
+        )
+        .await;
+        arrive(
+            w,
+            "2026-11-20T10:45:10.5Z",
+            "b",
+            &["call.initiate", "end-of-call"],
+        )
+        .await;
+        arrive(
+            w,
+            "2026-11-20T10:15:00Z",
+            "a",
+            &["call.initiate", "call.completed"],
+        )
+        .await;
+        arrive(
+            w,
+            "2026-11-20T13:05:00+02:00",
+            "c",
+            &["call.initiate", "call.no-answer"],
+        )
+        .await;
+
+        let all = CallFilter::all(Utc::now());
+        let hours = series(&db.read, &all, Bucket::Hour).await.unwrap();
+        let point = |start: &str, total, completed, failed, credits_used| Point {
+            start: at(start),
+            total,
+            completed,
+            failed,
+            credits_used,
+        };
+        assert_eq!(
+            hours,
+            [
+                point("2026-11-20T10:00:00Z", 2, 2, 0, 1.5),
+                point("2026-11-20T11:00:00Z", 1, 0, 1, 0.0),
+                point("2026-11-21T09:00:00Z", 1, 0, 1, 0.0),
+            ]
+        );
+        let days = series(&db.read, &all, Bucket::Day).await.unwrap();
+        assert_eq!(
+            days,
+            [
+                point("2026-11-20T00:00:00Z", 3, 2, 1, 1.5),
+                point("2026-11-21T00:00:00Z", 1, 0, 1, 0.0),
+            ]
+        );
+        drop(db);
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::remove_file(format!("{}{suffix}", path.display())).ok();
+        }
+    }
+}

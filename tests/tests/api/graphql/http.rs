@@ -174,6 +174,30 @@ async fn malformed_bodies_and_queries_are_refused_with_codes() {
 }
 
 #[tokio::test]
+async fn answers_list_fields_in_the_order_the_query_asks_for_them() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        seed_fixtures(&app).await;
+        // totalCount (its own statement) finishes after the rest of the page.
+        let query = "{ calls(first: 1) { totalCount pageInfo { endCursor } nodes { stale id actions { id } status } } }";
+        let text = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = |key: &str| text.find(&format!("\"{key}\"")).unwrap_or_else(|| panic!("{key} in {text}"));
+        assert!(at("totalCount") < at("pageInfo") && at("pageInfo") < at("nodes"), "{backend:?}: {text}");
+        assert!(at("stale") < at("id") && at("id") < at("actions") && at("actions") < at("status"), "{text}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_cursor_of_one_order_is_refused_in_another() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
