@@ -41,11 +41,7 @@ const IN_FLIGHT: usize = 1024;
 
 /// `calltrail import FILE…`: every line through the writers, in order.
 pub async fn import(config: &Config, files: &[PathBuf]) -> anyhow::Result<ImportSummary> {
-    let writers = if config.database_url.starts_with("sqlite:") {
-        1
-    } else {
-        config.ingest_writers.unwrap_or(4)
-    };
+    let writers = config.writers();
     let db = Db::connect(config, writers).await?;
     db.migrate().await?;
     let (ingestor, tasks) = Ingestor::start(

@@ -146,8 +146,9 @@ pub struct Config {
     )]
     pub sqlite_synchronous: SqliteSynchronous,
 
-    /// Ingest writers (each commits its own batches; a call always goes to the
-    /// same writer). Default: 1 on SQLite (its only possible writer), 4 on PostgreSQL.
+    /// Ingest writers on PostgreSQL (each commits its own batches; a call always
+    /// goes to the same writer). Default: half the CPU cores, at least 1. SQLite
+    /// always has exactly one.
     #[arg(long, env = "CALLTRAIL_INGEST_WRITERS", global = true)]
     pub ingest_writers: Option<usize>,
 
@@ -180,6 +181,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// Writer tasks to start. Each batch costs PostgreSQL a fixed number of
+    /// statements and a commit, so fewer writers with bigger batches win on
+    /// a small machine (docs/PERFORMANCE.md); SQLite has one writer at a time.
+    pub fn writers(&self) -> usize {
+        if self.database_url.starts_with("sqlite:") {
+            return 1;
+        }
+        let cores = std::thread::available_parallelism().map_or(2, usize::from);
+        self.ingest_writers.unwrap_or(cores / 2).clamp(1, 64)
+    }
+
     /// Defaults everywhere but the database: for tests and embedding.
     pub fn for_database(database_url: &str) -> Self {
         let mut cli = Cli::parse_from(["calltrail"]);

@@ -95,18 +95,19 @@ impl Db {
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
             };
-            // Plan every statement for its actual arguments: a generic plan
-            // cached while the tables were still empty would keep scanning
-            // them sequentially as they grow.
             let options = PgConnectOptions::from_str(url)
-                .with_context(|| "DATABASE_URL is not a valid postgres:// URL")?
-                .options([("plan_cache_mode", "force_custom_plan")]);
+                .with_context(|| "DATABASE_URL is not a valid postgres:// URL")?;
+            // The writers only look rows up by key. Their statements are
+            // prepared once and run on cached generic plans; keep those plans
+            // on the indexes even when they were made while the tables were
+            // still empty (a sequential scan then looks cheapest, forever).
             let write = pool(writers as u32)
-                .connect_with(options.clone())
+                .connect_with(options.clone().options([("enable_seqscan", "off")]))
                 .await
                 .map_err(unreachable(url))?;
+            // Reads vary with every filter: plan each for its actual arguments.
             let read = pool(config.db_read_connections)
-                .connect_with(options)
+                .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
                 .await
                 .map_err(unreachable(url))?;
             Ok(Self::new(

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use sea_orm::DatabaseBackend;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -36,17 +35,7 @@ pub struct Application {
 impl Application {
     /// Open and migrate the database, start the writers and bind the listener.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let probe_backend = if config.database_url.starts_with("sqlite:") {
-            DatabaseBackend::Sqlite
-        } else {
-            DatabaseBackend::Postgres
-        };
-        let writers = match (config.ingest_writers, probe_backend) {
-            // SQLite has one writer at a time, whatever we ask for.
-            (_, DatabaseBackend::Sqlite) => 1,
-            (Some(n), _) => n.max(1),
-            (None, _) => 4,
-        };
+        let writers = config.writers();
         graphql::http::cors_layer(&config.cors_origins).map_err(anyhow::Error::msg)?;
         let db = Db::connect(&config, writers).await?;
         db.migrate().await?;

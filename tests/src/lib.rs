@@ -132,6 +132,8 @@ impl TestApp {
         let database_url = fresh_database(backend).await;
         let mut config = Config::for_database(&database_url);
         config.listen = "127.0.0.1:0".parse().expect("address");
+        // Several writers on PostgreSQL, whatever this machine's default.
+        config.ingest_writers = Some(3);
         configure(&mut config);
         let app = Application::build(config).await.expect("the app builds");
         let address = format!("http://{}", app.local_addr());

@@ -16,22 +16,52 @@ fn calltrail(database_url: &str, args: &[&str]) -> Output {
         .env("RUST_LOG", "warn")
         .output()
         .expect("runs");
-    assert!(output.status.success(), "calltrail {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "calltrail {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 /// Everything the projection holds, without database ids; with or without
 /// the arrival clocks (which differ between two ingestions of the same data).
 async fn snapshot(db: &DatabaseConnection, clocks: bool) -> Value {
-    let calls = call::Entity::find().order_by_asc(call::Column::Id).all(db).await.unwrap();
-    let attempts = attempt::Entity::find().order_by_asc(attempt::Column::CallId).order_by_asc(attempt::Column::Number).all(db).await.unwrap();
-    let analyses = analysis::Entity::find().order_by_asc(analysis::Column::CallId).order_by_asc(analysis::Column::AttemptNumber).all(db).await.unwrap();
+    let calls = call::Entity::find()
+        .order_by_asc(call::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    let attempts = attempt::Entity::find()
+        .order_by_asc(attempt::Column::CallId)
+        .order_by_asc(attempt::Column::Number)
+        .all(db)
+        .await
+        .unwrap();
+    let analyses = analysis::Entity::find()
+        .order_by_asc(analysis::Column::CallId)
+        .order_by_asc(analysis::Column::AttemptNumber)
+        .all(db)
+        .await
+        .unwrap();
     let mut actions: Vec<Value> = action::Entity::find()
         .all(db)
         .await
         .unwrap()
         .into_iter()
-        .map(|a| json!([a.call_id, a.attempt_number, a.kind, a.reason, a.payload, a.status, a.note, clocks.then_some(a.created_at), a.handled_at.is_some()]))
+        .map(|a| {
+            json!([
+                a.call_id,
+                a.attempt_number,
+                a.kind,
+                a.reason,
+                a.payload,
+                a.status,
+                a.note,
+                clocks.then_some(a.created_at),
+                a.handled_at.is_some()
+            ])
+        })
         .collect();
     actions.sort_by_key(Value::to_string);
     let clock = |t: sea_orm::prelude::DateTimeUtc| clocks.then_some(t);
@@ -50,10 +80,20 @@ async fn snapshot(db: &DatabaseConnection, clocks: bool) -> Value {
 /// The fixtures as JSON lines: the v1 sequences, and the edge cases compacted to one line each.
 fn fixture_jsonl() -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
-    for file in ["v1/happy-path.jsonl", "v1/retry-no-answer-busy.jsonl", "v1/rescheduled-then-invalid.jsonl"] {
+    for file in [
+        "v1/happy-path.jsonl",
+        "v1/retry-no-answer-busy.jsonl",
+        "v1/rescheduled-then-invalid.jsonl",
+    ] {
         lines.extend(fixture_lines(file));
     }
-    for name in ["unknown-type", "unknown-action", "action-without-call", "no-metadata", "extra-fields"] {
+    for name in [
+        "unknown-type",
+        "unknown-action",
+        "action-without-call",
+        "no-metadata",
+        "extra-fields",
+    ] {
         let value: Value = serde_json::from_slice(&fixture(&format!("edge/{name}.json"))).unwrap();
         lines.push(serde_json::to_vec(&value).unwrap());
     }
@@ -75,14 +115,28 @@ async fn importing_the_fixtures_equals_posting_them() {
         let url = fresh_database(backend).await;
         let output = calltrail(&url, &["import", file.to_str().unwrap()]);
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(stdout.contains(&format!("imported {} lines: {} stored, 0 duplicates, 1 malformed", lines.len() + 1, lines.len())), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "imported {} lines: {} stored, 0 duplicates, 1 malformed",
+                lines.len() + 1,
+                lines.len()
+            )),
+            "{stdout}"
+        );
 
         let imported = sea_orm::Database::connect(&url).await.unwrap();
-        assert_eq!(snapshot(&imported, false).await, snapshot(&posted.db, false).await, "{backend:?}");
+        assert_eq!(
+            snapshot(&imported, false).await,
+            snapshot(&posted.db, false).await,
+            "{backend:?}"
+        );
 
         // Importing again stores nothing new.
         let again = calltrail(&url, &["import", file.to_str().unwrap()]);
-        assert!(String::from_utf8_lossy(&again.stdout).contains(&format!("0 stored, {} duplicates", lines.len())));
+        assert!(
+            String::from_utf8_lossy(&again.stdout)
+                .contains(&format!("0 stored, {} duplicates", lines.len()))
+        );
     })
     .await;
 }
