@@ -1,29 +1,19 @@
 //! DataLoader keys for every nested field: the resolvers of a page ask for
 //! one key each, the loader runs one statement per kind of key for all of
 //! them. A page of calls with all nested fields costs a fixed number of
-//! statements, whatever its size.
-//!
-//! Batches are cut by the request's own progress, not by a timer: a
-//! request's loader queues its batches, and [`run`] starts them only once
-//! every resolver that can run has run and is waiting for data. (A timer,
-//! async-graphql's default, cuts a page of 100 calls into many batches
-//! whenever resolving them takes longer than the delay: N+1 again.)
+//! statements, whatever its size. Each request has its own loader, whose
+//! batches [`super::batch::run`] starts when the request is idle.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll, Wake, Waker};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{Context, ErrorExtensions, Result};
 use entity::{action, analysis, attempt, call, webhook_event};
-use futures_util::future::BoxFuture;
-use futures_util::stream::{FuturesUnordered, StreamExt};
 use sea_orm::DatabaseConnection;
 
+use super::batch::Batches;
 use crate::service::{ServiceError, actions, calls, events};
 
 /// Loads for one request; one `Loader` impl per key type.
@@ -31,105 +21,11 @@ pub struct Loaders {
     db: DatabaseConnection,
 }
 
-/// The batches a request's loader has queued and not started yet.
-#[derive(Clone, Default)]
-pub struct Batches(Arc<Mutex<Vec<BoxFuture<'static, ()>>>>);
-
-impl Batches {
-    fn take(&self) -> Vec<BoxFuture<'static, ()>> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-}
-
-/// A request's loader (request data) and the queue [`run`] drains.
+/// A request's loader (request data) and the queue [`super::batch::run`] drains.
 pub fn for_request(db: DatabaseConnection) -> (Arc<DataLoader<Loaders>>, Batches) {
     let batches = Batches::default();
-    let queue = batches.clone();
-    let loader = DataLoader::new(Loaders { db }, move |batch| {
-        queue
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(batch);
-    })
-    .delay(Duration::ZERO);
+    let loader = DataLoader::new(Loaders { db }, batches.spawner()).delay(Duration::ZERO);
     (Arc::new(loader), batches)
-}
-
-/// Run `execution` and the loader batches it queues, in one task: start
-/// what it queued only once it is idle (waiting, and not merely yielding),
-/// so each batch holds every key the resolvers could ask for by then.
-pub async fn run<F: Future>(execution: F, batches: Batches) -> F::Output {
-    let mut execution = pin!(execution);
-    let mut running = FuturesUnordered::new();
-    std::future::poll_fn(move |cx| {
-        let mut yields = 0;
-        loop {
-            // futures' join of a long list yields after a pass (it wakes
-            // itself and returns Pending) before every item has asked for
-            // its keys: poll it again rather than cut a batch there.
-            let woke = Arc::new(WokeFlag::new(cx.waker().clone()));
-            let waker = Waker::from(woke.clone());
-            if let Poll::Ready(output) = execution
-                .as_mut()
-                .poll(&mut TaskContext::from_waker(&waker))
-            {
-                return Poll::Ready(output);
-            }
-            if woke.get() {
-                yields += 1;
-                if yields < MAX_YIELDS {
-                    continue;
-                }
-                // Still yielding (out of its cooperative budget, say): let
-                // the runtime run others; the wake-up brings us back.
-                return Poll::Pending;
-            }
-            running.extend(batches.take());
-            let mut finished = false;
-            while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
-                finished = true;
-            }
-            // A finished batch has answered its resolvers: run them again.
-            if !finished {
-                return Poll::Pending;
-            }
-        }
-    })
-    .await
-}
-
-/// Re-polls of a yielding execution before handing control back to the runtime.
-const MAX_YIELDS: u32 = 64;
-
-/// A waker that remembers being woken, then wakes the task.
-struct WokeFlag {
-    woke: AtomicBool,
-    task: Waker,
-}
-
-impl WokeFlag {
-    fn new(task: Waker) -> Self {
-        Self {
-            woke: AtomicBool::new(false),
-            task,
-        }
-    }
-
-    fn get(&self) -> bool {
-        self.woke.load(Ordering::Acquire)
-    }
-}
-
-impl Wake for WokeFlag {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.woke.store(true, Ordering::Release);
-        self.task.wake_by_ref();
-    }
 }
 
 /// A call by id.

@@ -3,6 +3,7 @@
 //! [`schema_builder`] has no data (for the SDL), [`build_schema`] attaches
 //! the read pool, the DataLoader and the stale window.
 
+mod batch;
 mod connection;
 pub mod error;
 pub mod http;
@@ -52,7 +53,7 @@ pub fn build_schema(db: &Db, config: &Config) -> AppSchema {
 }
 
 /// Execute a request (or a batch) as the server does: one "now" for the
-/// request, and a DataLoader of its own whose batches [`loaders::run`] cuts.
+/// request, and a DataLoader of its own whose batches [`batch::run`] cuts.
 pub async fn execute(
     schema: &AppSchema,
     db: &DatabaseConnection,
@@ -63,7 +64,7 @@ pub async fn execute(
         .into()
         .data(RequestTime(Utc::now().trunc_subsecs(6)))
         .data(loader);
-    loaders::run(schema.execute_batch(request), batches).await
+    batch::run(schema.execute_batch(request), batches).await
 }
 
 /// The SDL, as `calltrail schema` prints it and `schema.graphql` holds it.
