@@ -45,24 +45,34 @@ echo "== ceiling: SQLite, synchronous=FULL, one transaction per delivery"
 sqlite_full="$("$WORK/limit-target/release/sqlite-limit" --db "$WORK/limit.db" --seconds "$LIMIT_SECONDS" --synchronous FULL | tail -n1)"
 echo "$sqlite_full"
 
-# Run calltrail on DATABASE_URL=$1 and load it; prints simulate's RESULT line plus peak RSS.
+# Run calltrail on DATABASE_URL=$1 (PostgreSQL database name $2) and load it; prints
+# simulate's RESULT line plus peak RSS and CPU microseconds per delivery (server, PostgreSQL).
 run_calltrail() {
   env ${SERVER_ENV:-} DATABASE_URL="$1" CALLTRAIL_LISTEN="127.0.0.1:$PORT" RUST_LOG=warn "$BIN" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.1; done
   curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/server.log" >&2; echo "bench: the server did not start" >&2; exit 1; }
-  local result
+  local result rss cpu0 cpu1 pgcpu=0 sent
+  cpu0="$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")"
   result="$("$BIN" simulate --url "http://127.0.0.1:$PORT" --calls "$CALLS" --concurrency "$C" --seed 1 | grep '^RESULT')"
-  local rss
+  cpu1="$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")"
   rss="$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")"
+  # CPU of the PostgreSQL backends serving this database (its connections live as long as the server).
+  if [ -n "${2:-}" ]; then
+    for pid in $(psql -X -tA -d postgres -c "SELECT pid FROM pg_stat_activity WHERE datname = '$2'"); do
+      pgcpu=$(( pgcpu + $(awk '{print $14+$15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    done
+  fi
   kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=""
-  echo "$result peak_rss_mb=$rss"
+  sent="$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' <<<"$result")"
+  local tick; tick="$(getconf CLK_TCK)"
+  echo "$result peak_rss_mb=$rss server_cpu_us=$(( (cpu1 - cpu0) * 1000000 / tick / sent )) pg_cpu_us=$(( pgcpu * 1000000 / tick / sent ))"
 }
 
 echo "== calltrail on PostgreSQL, C=$C, $CALLS calls"
 db="bench_calltrail_$$"
 psql -X -q -d postgres -c "CREATE DATABASE $db"
-ct_pg="$(run_calltrail "$PG/$db")"
+ct_pg="$(run_calltrail "$PG/$db" "$db")"
 psql -X -q -d postgres -c "DROP DATABASE $db"
 echo "$ct_pg"
 
@@ -73,9 +83,9 @@ echo "$ct_sqlite"
 field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }
 echo
-echo "| run | deliveries/s | p50 ms | p99 ms | ratio to ceiling |"
-echo "|---|---|---|---|---|"
-echo "| PostgreSQL ceiling (1rt) | $(field "$pg_1rt" events_per_s) | $(field "$pg_1rt" p50_ms) | $(field "$pg_1rt" p99_ms) | 1.00 |"
-echo "| calltrail on PostgreSQL | $(field "$ct_pg" deliveries_per_s) | $(field "$ct_pg" p50_ms) | $(field "$ct_pg" p99_ms) | $(ratio "$(field "$ct_pg" deliveries_per_s)" "$(field "$pg_1rt" events_per_s)") |"
-echo "| SQLite ceiling (FULL) | $(field "$sqlite_full" events_per_s) | $(field "$sqlite_full" p50_ms) | $(field "$sqlite_full" p99_ms) | 1.00 |"
-echo "| calltrail on SQLite (FULL) | $(field "$ct_sqlite" deliveries_per_s) | $(field "$ct_sqlite" p50_ms) | $(field "$ct_sqlite" p99_ms) | $(ratio "$(field "$ct_sqlite" deliveries_per_s)" "$(field "$sqlite_full" events_per_s)") |"
+echo "| run | deliveries/s | p50 ms | p99 ms | ratio to ceiling | CPU µs/delivery (server + PostgreSQL) | peak RSS MB |"
+echo "|---|---|---|---|---|---|---|"
+echo "| PostgreSQL ceiling (1rt) | $(field "$pg_1rt" events_per_s) | $(field "$pg_1rt" p50_ms) | $(field "$pg_1rt" p99_ms) | 1.00 | | |"
+echo "| calltrail on PostgreSQL | $(field "$ct_pg" deliveries_per_s) | $(field "$ct_pg" p50_ms) | $(field "$ct_pg" p99_ms) | $(ratio "$(field "$ct_pg" deliveries_per_s)" "$(field "$pg_1rt" events_per_s)") | $(field "$ct_pg" server_cpu_us) + $(field "$ct_pg" pg_cpu_us) | $(field "$ct_pg" peak_rss_mb) |"
+echo "| SQLite ceiling (FULL) | $(field "$sqlite_full" events_per_s) | $(field "$sqlite_full" p50_ms) | $(field "$sqlite_full" p99_ms) | 1.00 | | |"
+echo "| calltrail on SQLite (FULL) | $(field "$ct_sqlite" deliveries_per_s) | $(field "$ct_sqlite" p50_ms) | $(field "$ct_sqlite" p99_ms) | $(ratio "$(field "$ct_sqlite" deliveries_per_s)" "$(field "$sqlite_full" events_per_s)") | $(field "$ct_sqlite" server_cpu_us) | $(field "$ct_sqlite" peak_rss_mb) |"
