@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use migration::{Migrator, MigratorTrait};
-use sea_orm::sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sea_orm::sqlx::Connection;
+use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -97,6 +98,13 @@ impl Db {
             };
             let options = PgConnectOptions::from_str(url)
                 .with_context(|| "DATABASE_URL is not a valid postgres:// URL")?;
+            // One direct connection first: a pool would only report a timeout.
+            PgConnection::connect_with(&options)
+                .await
+                .map_err(unreachable(url))?
+                .close()
+                .await
+                .ok();
             // The writers only look rows up by key. Their statements are
             // prepared once and run on cached generic plans; keep those plans
             // on the indexes even when they were made while the tables were
@@ -140,15 +148,19 @@ impl Db {
 }
 
 fn unreachable(url: &str) -> impl FnOnce(sea_orm::sqlx::Error) -> anyhow::Error + '_ {
-    move |e| anyhow::anyhow!("cannot open the database {}: {e}", redact(url))
+    move |e| {
+        anyhow::anyhow!(
+            "cannot open the database {}: {e}. Check that the database server runs and that DATABASE_URL (--database-url) is right",
+            redact(url)
+        )
+    }
 }
 
 /// The URL without its password, for messages.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
+        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
             format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
         }
         _ => url.to_owned(),

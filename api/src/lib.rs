@@ -10,6 +10,8 @@ pub mod db;
 pub mod domain;
 pub mod graphql;
 pub mod ingest;
+pub mod metrics;
+pub mod requests;
 pub mod service;
 pub mod simulate;
 pub mod startup;

@@ -108,15 +108,20 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     let endpoint = format!("{}/webhooks/call-events", args.url.trim_end_matches('/'));
     let next = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Summary::default()));
+    let progress = indicatif::ProgressBar::new(args.calls as u64).with_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}")
+            .expect("a valid template"),
+    );
     let started = Instant::now();
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
-            let (client, endpoint, next, total, args) = (
+            let (client, endpoint, next, total, args, progress) = (
                 client.clone(),
                 endpoint.clone(),
                 next.clone(),
                 total.clone(),
                 args.clone(),
+                progress.clone(),
             );
             tokio::spawn(async move {
                 let mut mine = Summary::default();
@@ -128,6 +133,7 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                     for body in lifecycle(seed, i) {
                         post(&client, &endpoint, args.secret.as_ref(), body, &mut mine).await;
                     }
+                    progress.inc(1);
                 }
                 let mut total = total.lock().await;
                 total.sent += mine.sent;
@@ -141,6 +147,7 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     for worker in workers {
         worker.await.context("a simulate worker panicked")?;
     }
+    progress.finish_and_clear();
     let mut summary = std::mem::take(&mut *total.lock().await);
     summary.elapsed = started.elapsed();
     summary.latencies.sort_unstable();
@@ -317,8 +324,10 @@ impl Builder {
         } else {
             &["send_whatsapp", "update_address", "confirmed_address"]
         };
-        for _ in 0..rng.random_range(0..=2) {
-            let kind = kinds[rng.random_range(0..kinds.len())];
+        // Distinct kinds: two byte-identical actions would be one delivery sent twice.
+        let first = rng.random_range(0..kinds.len());
+        for n in 0..rng.random_range(0..=2usize) {
+            let kind = kinds[(first + n) % kinds.len()];
             let payload = match kind {
                 "create_order" => json!({
                     "phone": "+919812345678", "email": "asha@example.in",

@@ -14,7 +14,8 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::db::Db;
 use crate::ingest::Ingestor;
-use crate::{graphql, webhook};
+use crate::metrics::{Gauges, Metrics};
+use crate::{graphql, requests, webhook};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -22,6 +23,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub ingestor: Ingestor,
+    pub metrics: Metrics,
 }
 
 /// A built application: migrated database, running writers, bound listener.
@@ -57,6 +59,7 @@ impl Application {
             config: Arc::new(config),
             db,
             ingestor,
+            metrics: Metrics::new(),
         };
         Ok(Self {
             listener,
@@ -93,7 +96,38 @@ pub fn router(state: AppState) -> Router {
         .merge(graphql::http::routes(&state))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn(requests::log))
         .with_state(state)
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    let (mut pool_idle, mut pool_size) = (0, 0);
+    for conn in [&app.db.write, &app.db.read] {
+        let (idle, size) = match conn.get_database_backend() {
+            sea_orm::DatabaseBackend::Postgres => {
+                let pool = conn.get_postgres_connection_pool();
+                (pool.num_idle(), pool.size() as usize)
+            }
+            _ => {
+                let pool = conn.get_sqlite_connection_pool();
+                (pool.num_idle(), pool.size() as usize)
+            }
+        };
+        pool_idle += idle;
+        pool_size += size;
+    }
+    let gauges = Gauges {
+        subscriptions: 0,
+        pool_idle,
+        pool_in_use: pool_size.saturating_sub(pool_idle),
+        queue_depth: app.ingestor.queue_depth(),
+        last_stored_at: app.ingestor.last_stored_at(),
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&gauges),
+    )
 }
 
 async fn ready(State(app): State<AppState>) -> impl IntoResponse {

@@ -42,7 +42,7 @@ fn digest(token: &[u8]) -> [u8; 32] {
 /// The `/graphql` routes, with CORS when origins are configured.
 pub fn routes(app: &AppState) -> Router<AppState> {
     let gql = Gql {
-        schema: build_schema(&app.db, &app.config),
+        schema: build_schema(&app.db, &app.config, &app.metrics),
         db: app.db.read.clone(),
         token: app
             .config

@@ -10,6 +10,7 @@ pub mod http;
 mod inputs;
 pub mod limits;
 mod loaders;
+mod metrics;
 mod mutation;
 mod order;
 mod query;
@@ -27,6 +28,7 @@ use sea_orm::DatabaseConnection;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::metrics::Metrics;
 
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
@@ -44,9 +46,11 @@ pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscript
     .extension(order::QueryOrder)
 }
 
-/// The schema the server runs: reads on `db.read`, stale after `config.stale_after`.
-pub fn build_schema(db: &Db, config: &Config) -> AppSchema {
+/// The schema the server runs: reads on `db.read`, stale after
+/// `config.stale_after`, operations counted in `metrics`.
+pub fn build_schema(db: &Db, config: &Config, metrics: &Metrics) -> AppSchema {
     schema_builder()
+        .extension(metrics::Measure(metrics.clone()))
         .data(ReadDb(db.read.clone()))
         .data(StaleAfter(config.stale_after))
         .finish()

@@ -6,6 +6,9 @@ mod postgres;
 mod reprocess;
 mod store;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
@@ -38,6 +41,8 @@ pub enum IngestError {
 #[derive(Clone)]
 pub struct Ingestor {
     queues: Vec<mpsc::Sender<Job>>,
+    /// Unix microseconds of the latest commit that stored a delivery (0: none yet).
+    last_stored: Arc<AtomicI64>,
 }
 
 impl Ingestor {
@@ -55,7 +60,8 @@ impl Ingestor {
                 (tx, tokio::spawn(run_writer(db.clone(), rx, batch.max(1))))
             })
             .unzip();
-        (Self { queues }, tasks)
+        let last_stored = Arc::new(AtomicI64::new(0));
+        (Self { queues, last_stored }, tasks)
     }
 
     /// Commit one delivery (or find it already stored) and say which event it is.
@@ -76,7 +82,17 @@ impl Ingestor {
             mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
         })?;
-        answer.await.map_err(|_| IngestError::ShuttingDown)?
+        let receipt = answer.await.map_err(|_| IngestError::ShuttingDown)??;
+        if !receipt.duplicate {
+            self.last_stored.fetch_max(Utc::now().timestamp_micros(), Ordering::Relaxed);
+        }
+        Ok(receipt)
+    }
+
+    /// When the latest stored delivery was committed (Unix seconds), if any.
+    pub fn last_stored_at(&self) -> Option<f64> {
+        let micros = self.last_stored.load(Ordering::Relaxed);
+        (micros > 0).then(|| micros as f64 / 1e6)
     }
 
     /// Queue a delivery, waiting for room instead of refusing (for `import`,

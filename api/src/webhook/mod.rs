@@ -3,6 +3,8 @@
 
 mod signature;
 
+use std::time::Instant;
+
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -10,8 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::domain::{ParseError, parse};
+use crate::domain::{EventKind, ParseError, parse};
 use crate::ingest::{IngestError, Receipt};
+use crate::metrics::Refusal;
 use crate::startup::AppState;
 
 pub use signature::{SignatureError, sign, verify};
@@ -34,6 +37,17 @@ pub enum WebhookError {
 }
 
 impl WebhookError {
+    /// The `reason` label of `calltrail_deliveries_total`.
+    fn refusal(&self) -> Refusal {
+        match self {
+            Self::ContentType => Refusal::ContentType,
+            Self::TooLarge(_) => Refusal::TooLarge,
+            Self::BodyRead(_) | Self::Parse(_) => Refusal::Malformed,
+            Self::Signature(_) => Refusal::Signature,
+            Self::Ingest(_) => Refusal::Unavailable,
+        }
+    }
+
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
@@ -78,15 +92,33 @@ impl IntoResponse for WebhookError {
     }
 }
 
-/// The webhook receiver.
-#[tracing::instrument(name = "webhook", skip_all, fields(event_type, call_id))]
+/// The webhook receiver: every answer is counted in `/metrics`.
 pub async fn receive(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>, WebhookError> {
-    check_content_type(&headers)?;
-    let body = read_limited(body, &headers, app.config.max_body_bytes).await?;
+    let started = Instant::now();
+    let mut event_type = None;
+    let result = accept(&app, &headers, body, &mut event_type).await;
+    let outcome = result.as_ref().map(|r| r.duplicate).map_err(WebhookError::refusal);
+    app.metrics.delivery(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
+    let Receipt { event_id, duplicate } = result?;
+    Ok(Json(
+        json!({"received": true, "duplicate": duplicate, "eventId": event_id.to_string()}),
+    ))
+}
+
+/// Check, verify, parse, commit. `event_type` is set once known (and recognized).
+#[tracing::instrument(name = "webhook", skip_all, fields(event_type, call_id))]
+async fn accept(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    event_type: &mut Option<String>,
+) -> Result<Receipt, WebhookError> {
+    check_content_type(headers)?;
+    let body = read_limited(body, headers, app.config.max_body_bytes).await?;
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let verified = verify(
         app.config.webhook_secrets.as_ref(),
@@ -98,13 +130,10 @@ pub async fn receive(
     let span = tracing::Span::current();
     span.record("event_type", delivery.event_type.as_str());
     span.record("call_id", delivery.call_id.as_deref().unwrap_or(""));
-    let Receipt {
-        event_id,
-        duplicate,
-    } = app.ingestor.submit(delivery, verified).await?;
-    Ok(Json(
-        json!({"received": true, "duplicate": duplicate, "eventId": event_id.to_string()}),
-    ))
+    if delivery.kind != EventKind::Unknown {
+        *event_type = Some(delivery.event_type.clone());
+    }
+    Ok(app.ingestor.submit(delivery, verified).await?)
 }
 
 /// `application/json`, parameters (`; charset=utf-8`) allowed.

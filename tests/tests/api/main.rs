@@ -7,6 +7,7 @@ mod durability;
 mod fixtures;
 mod graphql;
 mod health;
+mod observability;
 mod operations;
 mod refusals;
 mod signatures;

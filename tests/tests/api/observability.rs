@@ -1,0 +1,120 @@
+//! What an operator sees: /metrics, request ids, `simulate`, startup failures.
+
+use std::net::TcpListener;
+
+use calltrail::simulate::{SimulateArgs, send};
+use calltrail_tests::{TestApp, fixture, fixture_lines, fresh_database, on_each_backend};
+use serde_json::json;
+
+/// The value of the sample `name{labels}` (labels in any order, and no others).
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if metric != name {
+            return None;
+        }
+        let mut found: Vec<String> = rest.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        found.sort();
+        wanted.sort();
+        (found == wanted).then(|| value.parse().ok())?
+    })
+}
+
+#[tokio::test]
+async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let lines = fixture_lines("v1/happy-path.jsonl");
+        app.post_all(&lines).await;
+        app.post_webhook(lines[0].clone()).await; // a duplicate
+        app.post_webhook(fixture("bad/not-json.txt")).await; // refused: malformed
+        app.post_with(lines[1].clone(), &[("content-type", "text/plain")]).await; // refused: content type
+        app.post_webhook(fixture("edge/unknown-type.json")).await; // stored, type unknown
+        app.graphql("{ calls { totalCount } }", json!({})).await;
+        app.graphql("mutation { acknowledgeAction(id: \"999999\", status: HANDLED) { id } }", json!({})).await;
+
+        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
+        let deliveries = |labels: &[(&str, &str)]| sample(&text, "calltrail_deliveries_total", labels);
+        assert_eq!(deliveries(&[("type", "call.initiate"), ("outcome", "stored")]), Some(1.0), "{text}");
+        assert_eq!(deliveries(&[("type", "action"), ("outcome", "stored")]), Some(1.0));
+        assert_eq!(deliveries(&[("type", "call.initiate"), ("outcome", "duplicate")]), Some(1.0));
+        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "refused"), ("reason", "malformed")]), Some(1.0));
+        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "refused"), ("reason", "content_type")]), Some(1.0));
+        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "stored")]), Some(1.0), "call.transferred counts as unknown");
+        assert_eq!(sample(&text, "calltrail_webhook_duration_seconds_count", &[]), Some(11.0));
+        assert_eq!(sample(&text, "calltrail_graphql_requests_total", &[("operation", "query")]), Some(1.0));
+        assert_eq!(sample(&text, "calltrail_graphql_requests_total", &[("operation", "mutation")]), Some(1.0));
+        assert_eq!(sample(&text, "calltrail_graphql_duration_seconds_count", &[("operation", "query")]), Some(1.0));
+        assert_eq!(sample(&text, "calltrail_subscriptions_active", &[]), Some(0.0));
+        assert_eq!(sample(&text, "calltrail_ingest_queue_depth", &[]), Some(0.0));
+        assert!(sample(&text, "calltrail_db_pool_connections", &[("state", "idle")]).is_some_and(|n| n >= 1.0));
+        assert!(sample(&text, "calltrail_db_pool_connections", &[("state", "in_use")]).is_some());
+        let last = sample(&text, "calltrail_last_stored_delivery_timestamp_seconds", &[]).expect("set after a commit");
+        assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_a_given_one_is_echoed() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let made = app.get("/healthz").await;
+        let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
+        assert!(!id.is_empty());
+        assert_ne!(app.get("/healthz").await.headers["x-request-id"].to_str().unwrap(), id, "one id per request");
+        let echoed = app
+            .post_with(fixture_lines("v1/happy-path.jsonl").remove(0), &[("content-type", "application/json"), ("x-request-id", "trace-42")])
+            .await;
+        assert_eq!(echoed.headers["x-request-id"], "trace-42");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn simulate_sends_lifecycles_that_graphql_then_reports() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let args = SimulateArgs { url: app.address.clone(), calls: 30, concurrency: 4, secret: None, seed: Some(7) };
+        let summary = send(&args, 7).await.unwrap();
+        assert_eq!((summary.errors, summary.duplicates, summary.stored), (0, 0, summary.sent));
+        let answer = app.graphql("{ callStats { total } events { totalCount } }", json!({})).await;
+        assert_eq!(answer.body["data"]["callStats"]["total"], 30, "{}", answer.body);
+        assert_eq!(answer.body["data"]["events"]["totalCount"], summary.sent);
+        // The same seed again: every delivery is a duplicate.
+        let again = send(&args, 7).await.unwrap();
+        assert_eq!(again.duplicates, summary.sent);
+    })
+    .await;
+}
+
+fn run_server(env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"));
+    command.env_clear();
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    command.output().expect("runs")
+}
+
+#[tokio::test]
+async fn startup_failures_say_what_and_how_to_fix_in_one_line() {
+    let sqlite = fresh_database(calltrail_tests::Backend::Sqlite).await;
+    let unreachable = run_server(&[("DATABASE_URL", "postgres://calltrail@127.0.0.1:1/nowhere")]);
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().to_string();
+    let in_use = run_server(&[("DATABASE_URL", &sqlite), ("CALLTRAIL_LISTEN", &port)]);
+    let bad_secrets = run_server(&[("DATABASE_URL", &sqlite), ("CALLTRAIL_WEBHOOK_SECRETS", "pk_live:")]);
+    for (output, code, words) in [
+        (&unreachable, 1, "cannot open the database postgres://calltrail@127.0.0.1:1/nowhere: "),
+        (&in_use, 1, "is another server using it? Choose another with --listen or CALLTRAIL_LISTEN"),
+        (&bad_secrets, 2, "a `pk:sk` pair needs both a public key and a secret"),
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(words), "{stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+    }
+}
