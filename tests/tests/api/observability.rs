@@ -3,7 +3,9 @@
 use std::net::TcpListener;
 
 use calltrail::simulate::{SimulateArgs, send};
-use calltrail_tests::{TestApp, fixture, fixture_lines, fresh_database, on_each_backend};
+use calltrail_tests::{
+    PUBLIC_KEY, SECRET, TestApp, fixture, fixture_lines, fresh_database, on_each_backend,
+};
 use serde_json::json;
 
 /// The value of the sample `name{labels}` (labels in any order, and no others).
@@ -14,7 +16,12 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         if metric != name {
             return None;
         }
-        let mut found: Vec<String> = rest.trim_end_matches('}').split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        let mut found: Vec<String> = rest
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
         let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
         found.sort();
         wanted.sort();
@@ -30,28 +37,113 @@ async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation()
         app.post_all(&lines).await;
         app.post_webhook(lines[0].clone()).await; // a duplicate
         app.post_webhook(fixture("bad/not-json.txt")).await; // refused: malformed
-        app.post_with(lines[1].clone(), &[("content-type", "text/plain")]).await; // refused: content type
+        app.post_with(lines[1].clone(), &[("content-type", "text/plain")])
+            .await; // refused: content type
         app.post_webhook(fixture("edge/unknown-type.json")).await; // stored, type unknown
         app.graphql("{ calls { totalCount } }", json!({})).await;
-        app.graphql("mutation { acknowledgeAction(id: \"999999\", status: HANDLED) { id } }", json!({})).await;
+        app.graphql(
+            "mutation { acknowledgeAction(id: \"999999\", status: HANDLED) { id } }",
+            json!({}),
+        )
+        .await;
 
-        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
-        let deliveries = |labels: &[(&str, &str)]| sample(&text, "calltrail_deliveries_total", labels);
-        assert_eq!(deliveries(&[("type", "call.initiate"), ("outcome", "stored")]), Some(1.0), "{text}");
-        assert_eq!(deliveries(&[("type", "action"), ("outcome", "stored")]), Some(1.0));
-        assert_eq!(deliveries(&[("type", "call.initiate"), ("outcome", "duplicate")]), Some(1.0));
-        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "refused"), ("reason", "malformed")]), Some(1.0));
-        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "refused"), ("reason", "content_type")]), Some(1.0));
-        assert_eq!(deliveries(&[("type", "unknown"), ("outcome", "stored")]), Some(1.0), "call.transferred counts as unknown");
-        assert_eq!(sample(&text, "calltrail_webhook_duration_seconds_count", &[]), Some(11.0));
-        assert_eq!(sample(&text, "calltrail_graphql_requests_total", &[("operation", "query")]), Some(1.0));
-        assert_eq!(sample(&text, "calltrail_graphql_requests_total", &[("operation", "mutation")]), Some(1.0));
-        assert_eq!(sample(&text, "calltrail_graphql_duration_seconds_count", &[("operation", "query")]), Some(1.0));
-        assert_eq!(sample(&text, "calltrail_subscriptions_active", &[]), Some(0.0));
-        assert_eq!(sample(&text, "calltrail_ingest_queue_depth", &[]), Some(0.0));
-        assert!(sample(&text, "calltrail_db_pool_connections", &[("state", "idle")]).is_some_and(|n| n >= 1.0));
-        assert!(sample(&text, "calltrail_db_pool_connections", &[("state", "in_use")]).is_some());
-        let last = sample(&text, "calltrail_last_stored_delivery_timestamp_seconds", &[]).expect("set after a commit");
+        let text = app
+            .get("/metrics")
+            .await
+            .body
+            .as_str()
+            .expect("text")
+            .to_owned();
+        let deliveries =
+            |labels: &[(&str, &str)]| sample(&text, "calltrail_deliveries_total", labels);
+        assert_eq!(
+            deliveries(&[("type", "call.initiate"), ("outcome", "stored")]),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            deliveries(&[("type", "action"), ("outcome", "stored")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            deliveries(&[("type", "call.initiate"), ("outcome", "duplicate")]),
+            Some(1.0)
+        );
+        assert_eq!(
+            deliveries(&[
+                ("type", "unknown"),
+                ("outcome", "refused"),
+                ("reason", "malformed")
+            ]),
+            Some(1.0)
+        );
+        assert_eq!(
+            deliveries(&[
+                ("type", "unknown"),
+                ("outcome", "refused"),
+                ("reason", "content_type")
+            ]),
+            Some(1.0)
+        );
+        assert_eq!(
+            deliveries(&[("type", "unknown"), ("outcome", "stored")]),
+            Some(1.0),
+            "call.transferred counts as unknown"
+        );
+        assert_eq!(
+            sample(&text, "calltrail_webhook_duration_seconds_count", &[]),
+            Some(11.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "calltrail_graphql_requests_total",
+                &[("operation", "query")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "calltrail_graphql_requests_total",
+                &[("operation", "mutation")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "calltrail_graphql_duration_seconds_count",
+                &[("operation", "query")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "calltrail_subscriptions_active", &[]),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "calltrail_ingest_queue_depth", &[]),
+            Some(0.0)
+        );
+        assert!(
+            sample(&text, "calltrail_db_pool_connections", &[("state", "idle")])
+                .is_some_and(|n| n >= 1.0)
+        );
+        assert!(
+            sample(
+                &text,
+                "calltrail_db_pool_connections",
+                &[("state", "in_use")]
+            )
+            .is_some()
+        );
+        let last = sample(
+            &text,
+            "calltrail_last_stored_delivery_timestamp_seconds",
+            &[],
+        )
+        .expect("set after a commit");
         assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0);
     })
     .await;
@@ -64,9 +156,21 @@ async fn every_answer_carries_a_request_id_and_a_given_one_is_echoed() {
         let made = app.get("/healthz").await;
         let id = made.headers["x-request-id"].to_str().unwrap().to_owned();
         assert!(!id.is_empty());
-        assert_ne!(app.get("/healthz").await.headers["x-request-id"].to_str().unwrap(), id, "one id per request");
+        assert_ne!(
+            app.get("/healthz").await.headers["x-request-id"]
+                .to_str()
+                .unwrap(),
+            id,
+            "one id per request"
+        );
         let echoed = app
-            .post_with(fixture_lines("v1/happy-path.jsonl").remove(0), &[("content-type", "application/json"), ("x-request-id", "trace-42")])
+            .post_with(
+                fixture_lines("v1/happy-path.jsonl").remove(0),
+                &[
+                    ("content-type", "application/json"),
+                    ("x-request-id", "trace-42"),
+                ],
+            )
             .await;
         assert_eq!(echoed.headers["x-request-id"], "trace-42");
     })
@@ -77,17 +181,136 @@ async fn every_answer_carries_a_request_id_and_a_given_one_is_echoed() {
 async fn simulate_sends_lifecycles_that_graphql_then_reports() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
-        let args = SimulateArgs { url: app.address.clone(), calls: 30, concurrency: 4, secret: None, seed: Some(7) };
+        let args = SimulateArgs {
+            url: app.address.clone(),
+            calls: 30,
+            concurrency: 4,
+            secret: None,
+            seed: Some(7),
+        };
         let summary = send(&args, 7).await.unwrap();
-        assert_eq!((summary.errors, summary.duplicates, summary.stored), (0, 0, summary.sent));
-        let answer = app.graphql("{ callStats { total } events { totalCount } }", json!({})).await;
-        assert_eq!(answer.body["data"]["callStats"]["total"], 30, "{}", answer.body);
+        assert_eq!(
+            (summary.errors, summary.duplicates, summary.stored),
+            (0, 0, summary.sent)
+        );
+        let answer = app
+            .graphql("{ callStats { total } events { totalCount } }", json!({}))
+            .await;
+        assert_eq!(
+            answer.body["data"]["callStats"]["total"], 30,
+            "{}",
+            answer.body
+        );
         assert_eq!(answer.body["data"]["events"]["totalCount"], summary.sent);
         // The same seed again: every delivery is a duplicate.
         let again = send(&args, 7).await.unwrap();
         assert_eq!(again.duplicates, summary.sent);
     })
     .await;
+}
+
+#[tokio::test]
+async fn simulate_signs_what_it_sends() {
+    on_each_backend(|backend| async move {
+        let secrets = format!("{PUBLIC_KEY}:{SECRET}");
+        let app = TestApp::spawn_with(backend, |c| {
+            c.webhook_secrets = Some(secrets.parse().unwrap())
+        })
+        .await;
+        let signed = SimulateArgs {
+            url: app.address.clone(),
+            calls: 5,
+            concurrency: 2,
+            secret: Some(secrets.parse().unwrap()),
+            seed: Some(1),
+        };
+        let summary = send(&signed, 1).await.unwrap();
+        assert_eq!((summary.errors, summary.stored), (0, summary.sent));
+        let unsigned = SimulateArgs {
+            secret: None,
+            seed: Some(2),
+            ..signed
+        };
+        assert_eq!(
+            send(&unsigned, 2).await.unwrap().errors,
+            send_count(&unsigned),
+            "unsigned: every delivery refused"
+        );
+    })
+    .await;
+}
+
+/// Deliveries a simulate run sends.
+fn send_count(args: &SimulateArgs) -> usize {
+    (0..args.calls)
+        .map(|i| calltrail::simulate::lifecycle(args.seed.unwrap(), i).len())
+        .sum()
+}
+
+#[tokio::test]
+async fn each_request_is_one_log_line_with_method_route_status_latency_and_id() {
+    let url = fresh_database(calltrail_tests::Backend::Sqlite).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+        .env_clear()
+        .env("DATABASE_URL", &url)
+        .env("CALLTRAIL_LISTEN", "127.0.0.1:0")
+        .env("CALLTRAIL_LOG_FORMAT", "json")
+        .env(
+            "CALLTRAIL_WEBHOOK_SECRETS",
+            format!("{PUBLIC_KEY}:{SECRET}"),
+        )
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut next_json = async || -> serde_json::Value {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("the server logs");
+            if let Ok(v) = serde_json::from_str(&line) {
+                return v;
+            }
+        }
+    };
+    let address = loop {
+        if let Some(a) = next_json().await["address"].as_str() {
+            break a.to_owned();
+        }
+    };
+    let body = fixture_lines("v1/happy-path.jsonl").remove(0);
+    let signature = calltrail::webhook::sign(SECRET, &body);
+    reqwest::Client::new()
+        .post(format!("http://{address}/webhooks/call-events"))
+        .header("content-type", "application/json")
+        .header("x-signature", &signature)
+        .header("x-request-id", "req-77")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let line = loop {
+        let v = next_json().await;
+        if v["message"] == "request" {
+            break v;
+        }
+    };
+    assert_eq!(
+        (
+            line["method"].as_str(),
+            line["route"].as_str(),
+            line["status"].as_u64()
+        ),
+        (Some("POST"), Some("/webhooks/call-events"), Some(200)),
+        "{line}"
+    );
+    assert!(line["latency_ms"].as_f64().is_some(), "{line}");
+    assert_eq!(line["span"]["request_id"], "req-77", "{line}");
+    assert!(
+        !line.to_string().contains(&signature) && !line.to_string().contains(SECRET),
+        "no secrets in logs"
+    );
+    child.start_kill().ok();
 }
 
 fn run_server(env: &[(&str, &str)]) -> std::process::Output {
@@ -106,15 +329,33 @@ async fn startup_failures_say_what_and_how_to_fix_in_one_line() {
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = busy.local_addr().unwrap().to_string();
     let in_use = run_server(&[("DATABASE_URL", &sqlite), ("CALLTRAIL_LISTEN", &port)]);
-    let bad_secrets = run_server(&[("DATABASE_URL", &sqlite), ("CALLTRAIL_WEBHOOK_SECRETS", "pk_live:")]);
+    let bad_secrets = run_server(&[
+        ("DATABASE_URL", &sqlite),
+        ("CALLTRAIL_WEBHOOK_SECRETS", "pk_live:"),
+    ]);
     for (output, code, words) in [
-        (&unreachable, 1, "cannot open the database postgres://calltrail@127.0.0.1:1/nowhere: "),
-        (&in_use, 1, "is another server using it? Choose another with --listen or CALLTRAIL_LISTEN"),
-        (&bad_secrets, 2, "a `pk:sk` pair needs both a public key and a secret"),
+        (
+            &unreachable,
+            1,
+            "cannot open the database postgres://calltrail@127.0.0.1:1/nowhere: ",
+        ),
+        (
+            &in_use,
+            1,
+            "is another server using it? Choose another with --listen or CALLTRAIL_LISTEN",
+        ),
+        (
+            &bad_secrets,
+            2,
+            "a `pk:sk` pair needs both a public key and a secret",
+        ),
     ] {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(code), "{stderr}");
         assert!(stderr.contains(words), "{stderr}");
-        assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("backtrace"),
+            "{stderr}"
+        );
     }
 }
