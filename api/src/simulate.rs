@@ -38,6 +38,9 @@ pub struct SimulateArgs {
     /// Seed of the generator: the same seed sends the same calls (default: random).
     #[arg(long, env = "CALLTRAIL_SIMULATE_SEED")]
     pub seed: Option<u64>,
+    /// Send at most this many deliveries per second, over all calls (default: as fast as answered).
+    #[arg(long, env = "CALLTRAIL_SIMULATE_RATE")]
+    pub rate: Option<f64>,
 }
 
 /// What a run did, as the closing summary prints it.
@@ -112,9 +115,11 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} calls  {per_sec}  eta {eta}")
             .expect("a valid template"),
     );
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
+    let paced = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
+            let paced = paced.clone();
             let (client, endpoint, next, total, args, progress) = (
                 client.clone(),
                 endpoint.clone(),
@@ -131,6 +136,11 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                         break;
                     }
                     for body in lifecycle(seed, i) {
+                        if let Some(rate) = args.rate {
+                            // Global pacing: the n-th delivery leaves at n / rate seconds.
+                            let n = paced.fetch_add(1, Ordering::Relaxed);
+                            tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
+                        }
                         post(&client, &endpoint, args.secret.as_ref(), body, &mut mine).await;
                     }
                     progress.inc(1);

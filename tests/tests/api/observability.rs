@@ -187,6 +187,7 @@ async fn simulate_sends_lifecycles_that_graphql_then_reports() {
             concurrency: 4,
             secret: None,
             seed: Some(7),
+            rate: None,
         };
         let summary = send(&args, 7).await.unwrap();
         assert_eq!(
@@ -223,6 +224,7 @@ async fn simulate_signs_what_it_sends() {
             concurrency: 2,
             secret: Some(secrets.parse().unwrap()),
             seed: Some(1),
+            rate: None,
         };
         let summary = send(&signed, 1).await.unwrap();
         assert_eq!((summary.errors, summary.stored), (0, summary.sent));
