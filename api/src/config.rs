@@ -178,6 +178,16 @@ pub struct Config {
         global = true
     )]
     pub db_read_connections: u32,
+
+    /// Deliveries a subscriber may fall behind before it is dropped (with the
+    /// cursor to resume from); bounds the memory subscriptions hold.
+    #[arg(
+        long,
+        env = "CALLTRAIL_SUBSCRIPTION_BUFFER",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub subscription_buffer: usize,
 }
 
 impl Config {

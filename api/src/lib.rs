@@ -4,6 +4,7 @@
 //! a delivery, an [`ingest`] writer applies it with the pure lifecycle rules of
 //! [`domain`] and commits, then the webhook answers.
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod db;

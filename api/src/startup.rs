@@ -13,6 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::config::Config;
 use crate::db::Db;
+use crate::bus::Bus;
+use crate::graphql::ws::Sockets;
 use crate::ingest::Ingestor;
 use crate::metrics::{Gauges, Metrics};
 use crate::{graphql, requests, webhook};
@@ -23,6 +25,10 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Db,
     pub ingestor: Ingestor,
+    /// Committed deliveries, fanned out to this process's subscriptions.
+    pub bus: Bus,
+    /// Open WebSockets, closed with 1001 on shutdown.
+    pub sockets: Sockets,
     pub metrics: Metrics,
 }
 
@@ -49,16 +55,20 @@ impl Application {
                 "CALLTRAIL_WEBHOOK_SECRETS is not set: unsigned webhook deliveries are accepted"
             );
         }
-        let (ingestor, writers) = Ingestor::start(
+        let bus = Bus::start(db.read.clone(), config.subscription_buffer).await?;
+        let (ingestor, writers) = Ingestor::start_publishing(
             db.write.clone(),
             writers,
             config.ingest_batch,
             config.ingest_queue,
+            bus.publisher(),
         );
         let state = AppState {
             config: Arc::new(config),
             db,
             ingestor,
+            bus,
+            sockets: Sockets::default(),
             metrics: Metrics::new(),
         };
         Ok(Self {
@@ -79,9 +89,16 @@ impl Application {
     /// requests (each answered only after its commit) and return.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "calltrail listening");
+        let sockets = self.state.sockets.clone();
+        let closing = sockets.clone();
         axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                // Upgraded connections are not axum's to drain: close them (1001).
+                tokio::spawn(async move { closing.close_all(SOCKET_GRACE).await });
+            })
             .await?;
+        sockets.close_all(SOCKET_GRACE).await;
         drop(self.state);
         for writer in self.writers {
             let _ = writer.await;
@@ -89,6 +106,9 @@ impl Application {
         Ok(())
     }
 }
+
+/// How long shutdown waits for WebSockets to take their close frame.
+const SOCKET_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn router(state: AppState) -> Router {
     Router::new()

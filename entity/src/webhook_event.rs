@@ -5,9 +5,13 @@ use sea_orm::entity::prelude::*;
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "webhook_event")]
 pub struct Model {
-    /// Increasing in commit order within one writer; the GraphQL `eventId`.
+    /// Drawn at insert time (so not in commit order across writers); the GraphQL `eventId`.
     #[sea_orm(primary_key)]
     pub id: i64,
+    /// Position in commit order: increasing as transactions commit, across
+    /// writers and replicas (numbered under the `event_clock` row lock).
+    /// `WebhookEvent.cursor` encodes it.
+    pub seq: i64,
     pub received_at: DateTimeUtc,
     /// `v1` (or `v2` later): the upstream wire format.
     pub format: String,

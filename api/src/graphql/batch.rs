@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
+use futures_util::Stream;
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
@@ -44,38 +45,61 @@ pub async fn run<F: Future>(execution: F, batches: Batches) -> F::Output {
     let mut execution = pin!(execution);
     let mut running = FuturesUnordered::new();
     std::future::poll_fn(move |cx| {
-        let mut yields = 0;
-        loop {
-            // async-graphql resolves fields and list items in a
-            // FuturesUnordered, which yields (wakes itself, returns Pending)
-            // once two of them yielded or each was polled once, often before
-            // every item asked for its keys: poll again, do not cut there.
-            let woke = Arc::new(WokeFlag::new(cx.waker().clone()));
-            let waker = Waker::from(woke.clone());
-            if let Poll::Ready(output) = execution.as_mut().poll(&mut Context::from_waker(&waker)) {
-                return Poll::Ready(output);
-            }
-            if woke.get() {
-                yields += 1;
-                if yields < MAX_YIELDS {
-                    continue;
-                }
-                // Still yielding (out of its cooperative budget, say): let
-                // the runtime run others; the wake-up brings us back.
-                return Poll::Pending;
-            }
-            running.extend(batches.take());
-            let mut finished = false;
-            while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
-                finished = true;
-            }
-            // A finished batch has answered its resolvers: run them again.
-            if !finished {
-                return Poll::Pending;
-            }
-        }
+        poll_cut(cx, &batches, &mut running, |cx| execution.as_mut().poll(cx))
     })
     .await
+}
+
+/// [`run`] for a subscription: each message's fields are resolved the same
+/// way, so a message's nested fields batch as a query's do.
+pub fn run_stream<S: Stream + Unpin>(
+    mut stream: S,
+    batches: Batches,
+) -> impl Stream<Item = S::Item> {
+    let mut running = FuturesUnordered::new();
+    futures_util::stream::poll_fn(move |cx| {
+        poll_cut(cx, &batches, &mut running, |cx| stream.poll_next_unpin(cx))
+    })
+}
+
+/// Poll `inner` until it is idle, then start the batches it queued; repeat
+/// while finished batches can make it progress.
+fn poll_cut<T>(
+    cx: &mut Context<'_>,
+    batches: &Batches,
+    running: &mut FuturesUnordered<BoxFuture<'static, ()>>,
+    mut inner: impl FnMut(&mut Context<'_>) -> Poll<T>,
+) -> Poll<T> {
+    let mut yields = 0;
+    loop {
+        // async-graphql resolves fields and list items in a
+        // FuturesUnordered, which yields (wakes itself, returns Pending)
+        // once two of them yielded or each was polled once, often before
+        // every item asked for its keys: poll again, do not cut there.
+        let woke = Arc::new(WokeFlag::new(cx.waker().clone()));
+        let waker = Waker::from(woke.clone());
+        if let Poll::Ready(output) = inner(&mut Context::from_waker(&waker)) {
+            return Poll::Ready(output);
+        }
+        if woke.get() {
+            yields += 1;
+            if yields < MAX_YIELDS {
+                continue;
+            }
+            // Still yielding (out of its cooperative budget, say): let
+            // the runtime run others; the wake-up brings us back.
+            return Poll::Pending;
+        }
+        running.extend(batches.take());
+        let mut finished = false;
+        while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {
+            finished = true;
+        }
+        // A finished batch has answered its resolvers: run them again.
+        if !finished {
+            return Poll::Pending;
+        }
+    }
 }
 
 /// Re-polls of a yielding execution before handing control back to the runtime.

@@ -35,7 +35,7 @@ struct Gql {
     token: Option<Arc<[u8; 32]>>,
 }
 
-fn digest(token: &[u8]) -> [u8; 32] {
+pub(super) fn digest(token: &[u8]) -> [u8; 32] {
     Sha256::digest(token).into()
 }
 
@@ -58,7 +58,8 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         Ok(None) => {}
         Err(why) => tracing::error!("{why}; CORS stays off"),
     }
-    router.with_state(gql)
+    let ws = super::ws::routes(gql.schema.clone(), gql.token.clone(), app);
+    router.with_state(gql).merge(ws)
 }
 
 /// CORS for `CALLTRAIL_CORS_ORIGINS` (`*` allows any origin); None when none is configured.

@@ -15,13 +15,14 @@ mod mutation;
 mod order;
 mod query;
 mod scalars;
+mod subscription;
 mod types;
+pub mod ws;
 
 use std::time::Duration;
 
 use async_graphql::{
-    BatchRequest, BatchResponse, Context, EmptySubscription, Result, SDLExportOptions, Schema,
-    SchemaBuilder,
+    BatchRequest, BatchResponse, Context, Result, SDLExportOptions, Schema, SchemaBuilder,
 };
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::DatabaseConnection;
@@ -32,15 +33,16 @@ use crate::metrics::Metrics;
 
 pub use mutation::MutationRoot;
 pub use query::QueryRoot;
+pub use subscription::{CallEvent, SubscriptionRoot};
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// The schema's types and limits, without data.
-pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+pub fn schema_builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        SubscriptionRoot,
     )
     .extension(limits::Limits)
     .extension(order::QueryOrder)

@@ -14,10 +14,11 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::bus::Publisher;
 use crate::domain::Delivery;
 
 pub use reprocess::{ReprocessSummary, reprocess};
-pub use store::{Receipt, commit_batch};
+pub use store::{Receipt, call_row, commit_batch};
 
 /// A delivery waiting for its commit.
 pub struct Job {
@@ -54,10 +55,24 @@ impl Ingestor {
         batch: usize,
         queue: usize,
     ) -> (Self, Vec<JoinHandle<()>>) {
+        Self::start_publishing(db, writers, batch, queue, Publisher::none())
+    }
+
+    /// [`Self::start`], telling `publisher` after each commit that stored deliveries.
+    pub fn start_publishing(
+        db: DatabaseConnection,
+        writers: usize,
+        batch: usize,
+        queue: usize,
+        publisher: Publisher,
+    ) -> (Self, Vec<JoinHandle<()>>) {
         let (queues, tasks) = (0..writers.max(1))
             .map(|_| {
                 let (tx, rx) = mpsc::channel(queue.max(1));
-                (tx, tokio::spawn(run_writer(db.clone(), rx, batch.max(1))))
+                (
+                    tx,
+                    tokio::spawn(run_writer(db.clone(), rx, batch.max(1), publisher.clone())),
+                )
             })
             .unzip();
         let last_stored = Arc::new(AtomicI64::new(0));
@@ -138,22 +153,31 @@ impl Ingestor {
     }
 }
 
-async fn run_writer(db: DatabaseConnection, mut rx: mpsc::Receiver<Job>, batch: usize) {
+async fn run_writer(
+    db: DatabaseConnection,
+    mut rx: mpsc::Receiver<Job>,
+    batch: usize,
+    publisher: Publisher,
+) {
     let mut jobs = Vec::with_capacity(batch);
     while rx.recv_many(&mut jobs, batch).await > 0 {
-        commit_and_answer(&db, std::mem::take(&mut jobs)).await;
+        commit_and_answer(&db, std::mem::take(&mut jobs), &publisher).await;
     }
 }
 
 /// Commit a batch; if it fails, commit its deliveries one at a time so one
-/// bad delivery cannot fail its neighbours. Every answer follows a commit.
-async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>) {
+/// bad delivery cannot fail its neighbours. Every answer follows a commit;
+/// subscribers hear of stored (not duplicate) deliveries after it.
+async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>, publisher: &Publisher) {
     let inputs: Vec<_> = jobs
         .iter()
         .map(|j| (&j.delivery, j.received_at, j.signature_verified))
         .collect();
     match commit_batch(db, &inputs).await {
         Ok(receipts) => {
+            if receipts.iter().any(|r| !r.duplicate) {
+                publisher.committed();
+            }
             for (job, receipt) in jobs.into_iter().zip(receipts) {
                 let _ = job.reply.send(Ok(receipt));
             }
@@ -166,6 +190,9 @@ async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>) {
                     &[(&job.delivery, job.received_at, job.signature_verified)],
                 )
                 .await;
+                if result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.duplicate)) {
+                    publisher.committed();
+                }
                 let _ = job
                     .reply
                     .send(result.map(|mut r| r.remove(0)).map_err(unavailable));

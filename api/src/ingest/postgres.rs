@@ -25,10 +25,24 @@ const LOAD_CALLS: &str = "SELECT c.id, c.metadata::text AS metadata, c.started_a
 const LOAD_STORED: &str =
     "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE dedupe_key = ANY($1)";
 
-const INSERT_EVENTS: &str = "INSERT INTO webhook_event \
-    (received_at, format, event_type, call_id, attempt_number, dedupe_key, signature_verified, recognized, outcome, body) \
-    SELECT * FROM unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[], \
-    $8::bool[], $9::text[], $10::text[]) RETURNING id, dedupe_key";
+/// Insert the batch's events numbered in commit order: the `event_clock` row
+/// lock taken here is held until COMMIT, so batches get their `seq` block in
+/// the order they become visible (docs/ARCHITECTURE.md, "Commit order").
+/// NOTIFY is transactional: replicas hear of the batch when it commits.
+const INSERT_EVENTS: &str = "WITH clock AS ( \
+    UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1 RETURNING last \
+), ins AS ( \
+    INSERT INTO webhook_event (received_at, format, event_type, call_id, attempt_number, dedupe_key, \
+        signature_verified, recognized, outcome, body, seq) \
+    SELECT t.received_at, t.format, t.event_type, t.call_id, t.attempt_number, t.dedupe_key, \
+        t.signature_verified, t.recognized, t.outcome, t.body, clock.last - cardinality($6::text[]) + t.n \
+    FROM clock, unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[], \
+        $8::bool[], $9::text[], $10::text[]) WITH ORDINALITY AS t(received_at, format, event_type, call_id, \
+        attempt_number, dedupe_key, signature_verified, recognized, outcome, body, n) \
+    RETURNING id, dedupe_key, seq \
+) SELECT ins.id, ins.dedupe_key FROM ins, \
+    (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified \
+    ORDER BY ins.seq";
 
 /// Calls, attempts, analyses and actions in one statement. Foreign keys are
 /// checked at the end of the statement, when the calls are there.

@@ -11,9 +11,9 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::PgPool;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode, TransactionOptions,
-    TransactionTrait,
+    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
 };
 use serde_json::Value;
 
@@ -202,26 +202,48 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
         analyses,
         actions,
     } = changes;
-    let ids: Vec<i64> = webhook_event::Entity::insert_many(events.into_iter().map(|e| {
-        webhook_event::ActiveModel {
-            id: NotSet,
-            received_at: Set(e.received_at),
-            format: Set(e.format.as_str().to_owned()),
-            event_type: Set(e.event_type),
-            call_id: Set(e.call_id),
-            attempt_number: Set(e.attempt_number),
-            dedupe_key: Set(e.dedupe_key),
-            signature_verified: Set(e.signature_verified),
-            recognized: Set(e.recognized),
-            outcome: Set(e.outcome.to_owned()),
-            body: Set(e.body),
-        }
-    }))
-    .exec_with_returning_keys(txn)
-    .await?;
+    let first_seq = reserve_seqs(txn, events.len()).await?;
+    let ids: Vec<i64> =
+        webhook_event::Entity::insert_many(events.into_iter().zip(first_seq..).map(|(e, seq)| {
+            webhook_event::ActiveModel {
+                id: NotSet,
+                seq: Set(seq),
+                received_at: Set(e.received_at),
+                format: Set(e.format.as_str().to_owned()),
+                event_type: Set(e.event_type),
+                call_id: Set(e.call_id),
+                attempt_number: Set(e.attempt_number),
+                dedupe_key: Set(e.dedupe_key),
+                signature_verified: Set(e.signature_verified),
+                recognized: Set(e.recognized),
+                outcome: Set(e.outcome.to_owned()),
+                body: Set(e.body),
+            }
+        }))
+        .exec_with_returning_keys(txn)
+        .await?;
 
     write_projection(txn, calls, attempts, analyses, actions, &ids).await?;
     Ok(ids)
+}
+
+/// Reserve `n` positions in commit order; returns the first. SQLite has one
+/// writer, so commit order is already this transaction's; the clock keeps
+/// `seq` one sequence shared with PostgreSQL's scheme.
+async fn reserve_seqs(txn: &DatabaseTransaction, n: usize) -> Result<i64, DbErr> {
+    if n == 0 {
+        return Ok(0);
+    }
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "UPDATE event_clock SET last = last + ? WHERE id = 1 RETURNING last",
+            [(n as i64).into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::RecordNotFound("the event_clock row".into()))?;
+    let last: i64 = row.try_get("", "last")?;
+    Ok(last - n as i64 + 1)
 }
 
 /// Write calls, attempts, analyses and actions; `ids` maps the event
@@ -339,6 +361,14 @@ pub(super) async fn write_projection(
         .await?;
     }
     Ok(())
+}
+
+/// A call's state as its row (what subscriptions show as "the call after this delivery").
+pub fn call_row(c: &CallState) -> call::Model {
+    use sea_orm::TryIntoModel;
+    call_model(c)
+        .try_into_model()
+        .expect("every column of a call row is set")
 }
 
 fn call_model(c: &CallState) -> call::ActiveModel {

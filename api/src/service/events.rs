@@ -38,9 +38,19 @@ impl EventFilter {
 
 const CURSOR: &str = "event";
 
-/// `WebhookEvent.cursor`: increasing with the event id.
+/// `WebhookEvent.cursor`: the delivery's position in commit order (`seq`).
 pub fn cursor_of(e: &webhook_event::Model) -> String {
-    IdCursor::encode(CURSOR, e.id)
+    cursor_at(e.seq)
+}
+
+/// The cursor of position `seq` in commit order.
+pub fn cursor_at(seq: i64) -> String {
+    IdCursor::encode(CURSOR, seq)
+}
+
+/// The position in commit order a `WebhookEvent.cursor` names.
+pub fn position(cursor: &str) -> Result<i64, ServiceError> {
+    IdCursor::decode(cursor, CURSOR)
 }
 
 /// A page of deliveries, oldest first.
@@ -51,10 +61,10 @@ pub async fn page(
 ) -> Result<Page<webhook_event::Model>, ServiceError> {
     let mut select = webhook_event::Entity::find().filter(filter.condition());
     if let Some(cursor) = window.cursor() {
-        select = select.filter(webhook_event::Column::Id.gt(IdCursor::decode(cursor, CURSOR)?));
+        select = select.filter(webhook_event::Column::Seq.gt(position(cursor)?));
     }
     let rows = select
-        .order_by_asc(webhook_event::Column::Id)
+        .order_by_asc(webhook_event::Column::Seq)
         .limit(window.size() + 1)
         .all(db)
         .await?;

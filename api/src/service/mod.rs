@@ -9,6 +9,7 @@ pub mod actions;
 pub mod calls;
 pub mod cursor;
 pub mod events;
+pub mod live;
 pub mod stats;
 
 use std::sync::Arc;

@@ -11,3 +11,4 @@ mod observability;
 mod operations;
 mod refusals;
 mod signatures;
+mod subscriptions;

@@ -1,0 +1,67 @@
+//! The PostgreSQL back end: one LISTEN connection per process. Notifications
+//! only wake the reader, which reads the log by position; so when the
+//! connection drops, reconnect, then read everything committed meanwhile.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use sea_orm::sqlx::PgPool;
+use sea_orm::sqlx::postgres::PgListener;
+
+use super::Inner;
+
+/// The channel the ingest writers NOTIFY (see `ingest/postgres.rs`).
+pub const CHANNEL: &str = "calltrail_events";
+
+pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut first = true;
+    while bus.strong_count() > 0 {
+        let mut listener = match connect(&pool).await {
+            Ok(listener) => listener,
+            Err(err) => {
+                tracing::error!(error = %err, retry_in = ?backoff, "cannot LISTEN for committed deliveries; subscribers get no live events until this succeeds");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        if !first {
+            tracing::warn!(
+                "LISTEN connection re-established; notifications sent while it was down were missed, reading the log from the last position delivered to subscribers"
+            );
+        }
+        first = false;
+        // Read what committed while nobody listened.
+        wake(&bus);
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => wake(&bus),
+                Ok(None) | Err(_) => {
+                    tracing::warn!(
+                        "the LISTEN connection dropped: events committed from now until it is back may be missed by the notification, and will be read from the log on reconnect"
+                    );
+                    break;
+                }
+            }
+            if bus.strong_count() == 0 {
+                return;
+            }
+        }
+    }
+}
+
+async fn connect(pool: &PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Reconnection is ours (with the catch-up read); the pool's close event ends the task.
+    listener.eager_reconnect(false);
+    listener.listen(CHANNEL).await?;
+    Ok(listener)
+}
+
+fn wake(bus: &Weak<Inner>) {
+    if let Some(bus) = bus.upgrade() {
+        bus.wake.notify_one();
+    }
+}

@@ -1,0 +1,129 @@
+//! The Subscription root (CONTRACT §3): `callEvents` and `actionCreated`,
+//! fed by the bus ([`crate::bus`]). Resolvers only open a feed and map its
+//! items; the replay, the seam and the lag handling live in the bus.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Error, ErrorExtensions, ID, Result, SimpleObject, Subscription};
+use chrono::Utc;
+use futures_util::{Stream, StreamExt, stream};
+
+use super::StaleAfter;
+use super::types::{Action, Call, WebhookEvent};
+use crate::bus::{Bus, FeedError};
+use crate::service::events;
+use crate::service::live::{LiveEvent, LiveFilter};
+
+/// `extensions.code` of the error that ends a subscription that read too slowly.
+pub const TOO_SLOW: &str = "SUBSCRIPTION_TOO_SLOW";
+
+#[derive(Default)]
+pub struct SubscriptionRoot;
+
+/// One accepted delivery and its call right after it.
+#[derive(SimpleObject, Clone, Debug)]
+pub struct CallEvent {
+    /// The delivery; its `cursor` is what to pass as `after` to resume after it.
+    pub event: WebhookEvent,
+    /// The call as it was right after this delivery (its nested lists are read
+    /// when the message is sent); null when the delivery names no call.
+    pub call: Option<Call>,
+}
+
+/// Live updates over `/graphql/ws`: deliveries as they commit, and the action inbox.
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// Every accepted (not duplicate) delivery, after its commit and in commit
+    /// order. With `after` (a `WebhookEvent.cursor`), first the stored deliveries
+    /// after it, then live: no gap, no repeat. A subscriber that reads too
+    /// slowly is dropped with an error whose `extensions.resumeAfter` is the
+    /// cursor to resubscribe with.
+    async fn call_events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only this call's deliveries.")] call_id: Option<ID>,
+        #[graphql(desc = "Only deliveries of these `event.type`s.")] types: Option<Vec<String>>,
+        #[graphql(desc = "Replay the stored deliveries after this `WebhookEvent.cursor` first.")]
+        after: Option<String>,
+    ) -> Result<impl Stream<Item = Result<CallEvent>> + use<>> {
+        let bus = ctx.data::<Bus>()?;
+        let stale_after = stale_window(ctx)?;
+        let after = after
+            .as_deref()
+            .map(events::position)
+            .transpose()
+            .map_err(|e| e.extend())?;
+        let filter = LiveFilter {
+            call_id: call_id.map(|id| id.0),
+            types,
+        };
+        Ok(bus
+            .feed(filter, after)
+            .into_stream()
+            .map(move |item| match item {
+                Ok(e) => call_event(&e, stale_after),
+                Err(err) => Err(feed_error(err, true)),
+            }))
+    }
+
+    /// Every new action (the inbox, live), oldest first.
+    async fn action_created(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Only actions of these kinds (`create_order`, …).")] kinds: Option<
+            Vec<String>,
+        >,
+    ) -> Result<impl Stream<Item = Result<Action>> + use<>> {
+        let bus = ctx.data::<Bus>()?;
+        Ok(bus
+            .feed(LiveFilter::default(), None)
+            .into_stream()
+            .flat_map(move |item| {
+                let items: Vec<Result<Action>> = match item {
+                    Ok(e) => e
+                        .actions
+                        .iter()
+                        .filter(|a| kinds.as_ref().is_none_or(|k| k.contains(&a.kind)))
+                        .map(|a| Action::try_from(a.clone()))
+                        .collect(),
+                    Err(err) => vec![Err(feed_error(err, false))],
+                };
+                stream::iter(items)
+            }))
+    }
+}
+
+fn stale_window(ctx: &Context<'_>) -> Result<chrono::Duration> {
+    let window = ctx.data::<StaleAfter>()?.0;
+    Ok(chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX))
+}
+
+fn call_event(e: &Arc<LiveEvent>, stale_after: chrono::Duration) -> Result<CallEvent> {
+    let cutoff = Utc::now()
+        .checked_sub_signed(stale_after)
+        .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+    Ok(CallEvent {
+        event: WebhookEvent::from(e.event.clone()),
+        call: e.call.clone().map(|c| Call::new(c, cutoff)).transpose()?,
+    })
+}
+
+fn feed_error(err: FeedError, resumable: bool) -> Error {
+    match err {
+        FeedError::TooSlow { resume_after } => {
+            let cursor = events::cursor_at(resume_after);
+            let message = if resumable {
+                format!(
+                    "this subscription fell too far behind and was dropped; resubscribe with after: \"{cursor}\" to continue where it stopped"
+                )
+            } else {
+                "this subscription fell too far behind and was dropped; resubscribe, and read what was missed with `actions(filter: {status: [PENDING]})`".to_owned()
+            };
+            Error::new(message).extend_with(|_, ext| {
+                ext.set("code", TOO_SLOW);
+                ext.set("resumeAfter", cursor.as_str());
+            })
+        }
+        FeedError::Read(err) => err.extend(),
+    }
+}

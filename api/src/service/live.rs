@@ -1,0 +1,151 @@
+//! What subscriptions read: committed deliveries in commit order (`seq`),
+//! each with the call as it stood right after it and the actions it created.
+//! The live feed and the replay after a cursor read through the same function,
+//! so a subscriber sees the same messages either way.
+
+use std::collections::{HashMap, HashSet};
+
+use entity::{action, call, webhook_event};
+use sea_orm::{
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::ServiceError;
+use crate::domain::{Projection, parse};
+
+/// One committed delivery, as subscribers receive it.
+#[derive(Clone, Debug)]
+pub struct LiveEvent {
+    pub event: webhook_event::Model,
+    /// The call as it was right after this delivery (None when it names no call).
+    pub call: Option<call::Model>,
+    /// The actions this delivery created, oldest first.
+    pub actions: Vec<action::Model>,
+}
+
+/// `callEvents(callId, types)`: which deliveries a subscriber wants.
+#[derive(Clone, Debug, Default)]
+pub struct LiveFilter {
+    pub call_id: Option<String>,
+    pub types: Option<Vec<String>>,
+}
+
+impl LiveFilter {
+    /// The filter in memory, for the live feed; [`Self::condition`] is the same in SQL.
+    pub fn matches(&self, e: &webhook_event::Model) -> bool {
+        self.call_id
+            .as_ref()
+            .is_none_or(|id| e.call_id.as_ref() == Some(id))
+            && self
+                .types
+                .as_ref()
+                .is_none_or(|t| t.contains(&e.event_type))
+    }
+
+    fn condition(&self) -> Condition {
+        use webhook_event::Column as E;
+        let mut all = Condition::all();
+        if let Some(call_id) = &self.call_id {
+            all = all.add(E::CallId.eq(call_id.as_str()));
+        }
+        if let Some(types) = &self.types {
+            all = all.add(E::EventType.is_in(types.iter().cloned()));
+        }
+        all
+    }
+}
+
+/// The newest position in commit order (0 for an empty log).
+pub async fn head(db: &DatabaseConnection) -> Result<i64, ServiceError> {
+    let max: Option<Option<i64>> = webhook_event::Entity::find()
+        .select_only()
+        .column_as(webhook_event::Column::Seq.max(), "max")
+        .into_tuple()
+        .one(db)
+        .await?;
+    Ok(max.flatten().unwrap_or(0))
+}
+
+/// Up to `limit` deliveries committed after position `after` that match
+/// `filter`, in commit order, with their calls as of each and their actions.
+pub async fn after(
+    db: &DatabaseConnection,
+    after: i64,
+    filter: &LiveFilter,
+    limit: u64,
+) -> Result<Vec<LiveEvent>, ServiceError> {
+    let events = webhook_event::Entity::find()
+        .filter(filter.condition())
+        .filter(webhook_event::Column::Seq.gt(after))
+        .order_by_asc(webhook_event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut calls = calls_as_of(db, &events).await?;
+    let mut actions = actions_of(db, &events).await?;
+    Ok(events
+        .into_iter()
+        .map(|event| LiveEvent {
+            call: calls.remove(&event.id),
+            actions: actions.remove(&event.id).unwrap_or_default(),
+            event,
+        })
+        .collect())
+}
+
+/// The call of each event as it was right after that event: each call's raw
+/// log up to the event replayed through the rules ingestion applies (as
+/// `calltrail reprocess` does), so a message never shows a later state.
+async fn calls_as_of(
+    db: &DatabaseConnection,
+    events: &[webhook_event::Model],
+) -> Result<HashMap<i64, call::Model>, ServiceError> {
+    let wanted: HashSet<i64> = events.iter().map(|e| e.id).collect();
+    let call_ids: HashSet<&str> = events.iter().filter_map(|e| e.call_id.as_deref()).collect();
+    if call_ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let until = events.iter().map(|e| e.seq).max().unwrap_or(0);
+    let history = webhook_event::Entity::find()
+        .filter(webhook_event::Column::CallId.is_in(call_ids.iter().copied()))
+        .filter(webhook_event::Column::Seq.lte(until))
+        .order_by_asc(webhook_event::Column::Seq)
+        .all(db)
+        .await?;
+    let mut by_call: HashMap<String, Projection> = HashMap::new();
+    let mut out = HashMap::new();
+    for e in history {
+        let Some(call_id) = e.call_id.clone() else {
+            continue;
+        };
+        let projection = by_call.entry(call_id.clone()).or_default();
+        if let Ok(delivery) = parse(e.body.as_bytes()) {
+            projection.accept(delivery, e.received_at, e.signature_verified);
+        }
+        if wanted.contains(&e.id)
+            && let Some(state) = projection.call(&call_id)
+        {
+            out.insert(e.id, crate::ingest::call_row(state));
+        }
+    }
+    Ok(out)
+}
+
+async fn actions_of(
+    db: &DatabaseConnection,
+    events: &[webhook_event::Model],
+) -> Result<HashMap<i64, Vec<action::Model>>, ServiceError> {
+    let rows = action::Entity::find()
+        .filter(action::Column::EventId.is_in(events.iter().map(|e| e.id)))
+        .order_by_asc(action::Column::Id)
+        .all(db)
+        .await?;
+    let mut map: HashMap<i64, Vec<action::Model>> = HashMap::new();
+    for a in rows {
+        map.entry(a.event_id).or_default().push(a);
+    }
+    Ok(map)
+}

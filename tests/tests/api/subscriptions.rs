@@ -1,0 +1,377 @@
+//! Live subscriptions over real WebSockets: what a dashboard and an action
+//! worker see, on SQLite and PostgreSQL, in one process and across two.
+
+mod client;
+mod processes;
+
+use calltrail_tests::{TestApp, fixture_lines, on_each_backend};
+use client::{Client, LEGACY_WS, Received, TRANSPORT_WS, cursor_now};
+use serde_json::{Value, json};
+
+const CALL_EVENTS: &str = "subscription($callId: ID, $types: [String!], $after: String) {
+  callEvents(callId: $callId, types: $types, after: $after) {
+    event { id cursor type callId }
+    call { id status attemptCount lifecycleEnded actions { kind } }
+  }
+}";
+
+const CALL_EVENTS_LEAN: &str = "subscription($after: String) {
+  callEvents(after: $after) { event { id cursor } }
+}";
+
+/// A delivery of call `call` of type `kind`, unique by `n`.
+pub fn delivery(call: &str, kind: &str, n: usize) -> Vec<u8> {
+    format!(r#"{{"metadata":{{"n":{n}}},"event":{{"type":"{kind}","data":{{"action":"create_order","call":{{"id":"{call}"}}}}}}}}"#)
+        .into_bytes()
+}
+
+#[tokio::test]
+async fn a_dashboard_sees_every_delivery_of_a_call_in_order_with_the_call_as_of_each() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut dashboard = Client::connect(&app.address, None).await;
+        let from = cursor_now(&app.address, None).await;
+        dashboard
+            .subscribe("1", CALL_EVENTS, json!({"after": from}))
+            .await;
+        let lines = fixture_lines("v1/happy-path.jsonl");
+        let mut ids = Vec::new();
+        for line in &lines {
+            ids.push(app.post_webhook(line.clone()).await.event_id());
+        }
+
+        let mut seen = Vec::new();
+        for _ in &lines {
+            let m = dashboard.next_call_event().await;
+            seen.push((
+                m["event"]["id"].as_str().unwrap().to_owned(),
+                m["event"]["type"].as_str().unwrap().to_owned(),
+                m["call"]["status"].as_str().unwrap().to_owned(),
+                m["call"]["lifecycleEnded"].as_bool().unwrap(),
+            ));
+        }
+        let expected: Vec<_> = [
+            ("call.initiate", "INITIATE", false),
+            ("call.in-progress", "IN_PROGRESS", false),
+            ("action", "IN_PROGRESS", false),
+            ("call.ended", "ENDED", false),
+            ("call.completed", "COMPLETED", false),
+            ("end-of-call", "COMPLETED", false),
+            ("call.lifecycle-ended", "COMPLETED", true),
+        ]
+        .into_iter()
+        .zip(&ids)
+        .map(|((t, s, l), id)| (id.clone(), t.to_owned(), s.to_owned(), l))
+        .collect();
+        assert_eq!(seen, expected, "{backend:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn filters_by_call_and_type_leave_only_what_was_asked_for() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut watcher = Client::connect(&app.address, None).await;
+        let types = json!(["call.completed", "call.ended"]);
+        let from = cursor_now(&app.address, None).await;
+        watcher
+            .subscribe(
+                "1",
+                CALL_EVENTS,
+                json!({"callId": "c_a", "types": types, "after": from}),
+            )
+            .await;
+        let mut wanted = Vec::new();
+        for (n, kind) in ["call.in-progress", "call.ended", "call.completed"]
+            .iter()
+            .enumerate()
+        {
+            for call in ["c_a", "c_b"] {
+                let id = app.post_webhook(delivery(call, kind, n)).await.event_id();
+                if call == "c_a" && *kind != "call.in-progress" {
+                    wanted.push(id);
+                }
+            }
+        }
+        // A last matching delivery marks the end: everything before it that
+        // matched has arrived by then, in order.
+        wanted.push(
+            app.post_webhook(delivery("c_a", "call.ended", 9))
+                .await
+                .event_id(),
+        );
+        let mut got = Vec::new();
+        for _ in &wanted {
+            let m = watcher.next_call_event().await;
+            assert_eq!(m["event"]["callId"], "c_a", "{backend:?}");
+            got.push(m["event"]["id"].as_str().unwrap().to_owned());
+        }
+        assert_eq!(got, wanted, "{backend:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn duplicates_and_refused_deliveries_send_nothing() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut dashboard = Client::connect(&app.address, None).await;
+        let from = cursor_now(&app.address, None).await;
+        dashboard
+            .subscribe("1", CALL_EVENTS_LEAN, json!({"after": from}))
+            .await;
+        let first = app
+            .post_webhook(delivery("c_d", "call.in-progress", 1))
+            .await
+            .event_id();
+        let again = app
+            .post_webhook(delivery("c_d", "call.in-progress", 1))
+            .await;
+        assert_eq!(again.body["duplicate"], true);
+        assert_eq!(app.post_webhook(&b"{not json"[..]).await.status, 400);
+        let last = app
+            .post_webhook(delivery("c_d", "call.ended", 2))
+            .await
+            .event_id();
+
+        let a = dashboard.next_call_event().await;
+        let b = dashboard.next_call_event().await;
+        assert_eq!(
+            (
+                a["event"]["id"].as_str().unwrap(),
+                b["event"]["id"].as_str().unwrap()
+            ),
+            (first.as_str(), last.as_str()),
+            "{backend:?}: the duplicate and the refused delivery sent nothing in between"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_worker_gets_each_new_action_of_the_kinds_it_handles() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut worker = Client::connect(&app.address, None).await;
+        worker
+            .subscribe(
+                "1",
+                "subscription { actionCreated(kinds: [\"create_order\"]) { kind status callId call { id } } }",
+                json!({}),
+            )
+            .await;
+        // actionCreated has no `after`: post probe actions until one comes
+        // through, so the subscription is known to be live.
+        let mut probes = 0;
+        loop {
+            probes += 1;
+            let call = format!("c_probe{probes}");
+            app.post_webhook(delivery(&call, "action", probes)).await.event_id();
+            if let Some(Received::Json(m)) = worker.receive_within(std::time::Duration::from_millis(500)).await {
+                let mut got = m["payload"]["data"]["actionCreated"]["callId"].clone();
+                while got != json!(call) {
+                    got = worker.next_payload().await["data"]["actionCreated"]["callId"].clone();
+                }
+                break;
+            }
+        }
+        let other = br#"{"event":{"type":"action","data":{"action":"send_whatsapp","call":{"id":"c_w"}}}}"#;
+        app.post_webhook(&other[..]).await.event_id();
+        app.post_webhook(delivery("c_w", "action", 1)).await.event_id();
+
+        let m = worker.next_payload().await;
+        assert_eq!(
+            m["data"]["actionCreated"],
+            json!({"kind": "create_order", "status": "PENDING", "callId": "c_w", "call": {"id": "c_w"}}),
+            "{backend:?}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn with_a_token_connection_init_must_carry_it() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.api_token = Some(calltrail::config::Secret("s3cret".into()));
+        })
+        .await;
+        // graphql-transport-ws: 4403 Forbidden.
+        for token in [None, Some("wrong")] {
+            let mut client = Client::open(&app.address, TRANSPORT_WS, None).await;
+            client
+                .send(json!({"type": "connection_init", "payload": token.map(|t| json!({"Authorization": format!("Bearer {t}")}))}))
+                .await;
+            match client.receive().await {
+                Received::Close(Some(4403), reason) => assert!(reason.contains("Forbidden")),
+                other => panic!("{backend:?}: expected close 4403, got {other:?}"),
+            }
+        }
+        // graphql-transport-ws: subscribing before connection_init is 4401 Unauthorized.
+        let mut early = Client::open(&app.address, TRANSPORT_WS, None).await;
+        early.subscribe("1", CALL_EVENTS_LEAN, json!({})).await;
+        match early.receive().await {
+            Received::Close(Some(4401), _) => {}
+            other => panic!("{backend:?}: expected close 4401, got {other:?}"),
+        }
+        // graphql-ws (legacy): connection_error, then the socket closes.
+        let mut legacy = Client::open(&app.address, LEGACY_WS, None).await;
+        assert_eq!(legacy.init(None).await["type"], "connection_error");
+        assert!(matches!(legacy.receive().await, Received::Close(..) | Received::Ended));
+
+        // With the token: acknowledged, and the subscription works (both protocols).
+        for (n, protocol) in [TRANSPORT_WS, LEGACY_WS].into_iter().enumerate() {
+            let mut client = Client::open(&app.address, protocol, None).await;
+            assert_eq!(client.init(Some("s3cret")).await["type"], "connection_ack");
+            let from = cursor_now(&app.address, Some("s3cret")).await;
+            client.subscribe("1", CALL_EVENTS_LEAN, json!({"after": from})).await;
+            let id = app.post_webhook(delivery("c_t", "call.ended", n)).await.event_id();
+            assert_eq!(client.next_call_event().await["event"]["id"], id.as_str());
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn resuming_after_a_cursor_misses_nothing_and_repeats_nothing() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut dashboard = Client::connect(&app.address, None).await;
+        let from = cursor_now(&app.address, None).await;
+        dashboard
+            .subscribe("1", CALL_EVENTS_LEAN, json!({"after": from}))
+            .await;
+        let mut posted = Vec::new();
+        for n in 0..5 {
+            posted.push(
+                app.post_webhook(delivery(&format!("c_r{}", n % 3), "call.in-progress", n))
+                    .await
+                    .event_id(),
+            );
+        }
+        let mut received = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..5 {
+            let m = dashboard.next_call_event().await;
+            received.push(m["event"]["id"].as_str().unwrap().to_owned());
+            cursor = m["event"]["cursor"].as_str().unwrap().to_owned();
+        }
+        dashboard.close().await;
+
+        // A burst while disconnected, and more still arriving during the replay.
+        for n in 5..45 {
+            posted.push(
+                app.post_webhook(delivery(&format!("c_r{}", n % 7), "call.ended", n))
+                    .await
+                    .event_id(),
+            );
+        }
+        let late = {
+            let app_address = app.address.clone();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut ids = Vec::new();
+                for n in 45..85 {
+                    let answer = calltrail_tests::Answer::from(
+                        client
+                            .post(format!("{app_address}/webhooks/call-events"))
+                            .header("content-type", "application/json")
+                            .body(delivery(&format!("c_r{}", n % 5), "call.completed", n))
+                            .send()
+                            .await
+                            .unwrap(),
+                    )
+                    .await;
+                    ids.push(answer.event_id());
+                }
+                ids
+            })
+        };
+        let mut again = Client::connect(&app.address, None).await;
+        again
+            .subscribe("2", CALL_EVENTS_LEAN, json!({"after": cursor}))
+            .await;
+        let mut last_cursor = cursor;
+        for _ in 5..85 {
+            let m = again.next_call_event().await;
+            let c = m["event"]["cursor"].as_str().unwrap().to_owned();
+            assert_ne!(c, last_cursor, "{backend:?}: no repeat");
+            last_cursor = c;
+            received.push(m["event"]["id"].as_str().unwrap().to_owned());
+        }
+        posted.extend(late.await.unwrap());
+        assert_eq!(
+            received, posted,
+            "{backend:?}: every event once, in commit order"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_subscriber_is_dropped_with_its_resume_cursor_while_another_keeps_receiving() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.subscription_buffer = 8).await;
+        let mut stalled = Client::open(&app.address, TRANSPORT_WS, Some(4096)).await;
+        assert_eq!(stalled.init(None).await["type"], "connection_ack");
+        let from = cursor_now(&app.address, None).await;
+        stalled
+            .subscribe(
+                "1",
+                "subscription($after: String) { callEvents(after: $after) { event { id cursor payload } } }",
+                json!({"after": from}),
+            )
+            .await;
+        let mut healthy = Client::connect(&app.address, None).await;
+        healthy.subscribe("1", CALL_EVENTS_LEAN, json!({"after": from})).await;
+
+        // Big deliveries, so that the stalled reader's socket buffers fill.
+        let padding = "x".repeat(256 * 1024);
+        let mut posted = Vec::new();
+        for n in 0..80 {
+            let body = format!(r#"{{"metadata":{{"pad":"{padding}"}},"event":{{"type":"call.ended","data":{{"call":{{"id":"c_s{n}"}}}}}}}}"#);
+            let answer = app.post_webhook(body).await;
+            posted.push(answer.event_id());
+        }
+        for id in &posted {
+            assert_eq!(healthy.next_call_event().await["event"]["id"], id.as_str(), "{backend:?}");
+        }
+
+        // The stalled client reads again: what was already sent, then the error.
+        let mut delivered = Vec::new();
+        let (resume_after, last_cursor) = loop {
+            let payload = stalled.next_payload().await;
+            if let Some(errors) = payload.get("errors") {
+                let ext = &errors[0]["extensions"];
+                assert_eq!(ext["code"], "SUBSCRIPTION_TOO_SLOW", "{payload}");
+                assert!(errors[0]["message"].as_str().unwrap().contains(ext["resumeAfter"].as_str().unwrap()));
+                break (ext["resumeAfter"].as_str().unwrap().to_owned(), delivered.last().cloned());
+            }
+            let e = &payload["data"]["callEvents"]["event"];
+            delivered.push(e["cursor"].as_str().unwrap().to_owned());
+        };
+        assert!(delivered.len() < posted.len(), "{backend:?}: it was dropped before the end");
+        assert_eq!(Some(resume_after.clone()), last_cursor, "{backend:?}: resume after the last one it got");
+        match stalled.receive().await {
+            Received::Json(v) => assert_eq!(v["type"], "complete", "{v}"),
+            other => panic!("expected complete, got {other:?}"),
+        }
+        // Resuming from the cursor brings exactly the rest.
+        let mut resumed = Client::connect(&app.address, None).await;
+        resumed.subscribe("2", CALL_EVENTS_LEAN, json!({"after": resume_after})).await;
+        for id in &posted[delivered.len()..] {
+            assert_eq!(resumed.next_call_event().await["event"]["id"], id.as_str(), "{backend:?}");
+        }
+    })
+    .await;
+}
+
+/// The `data.callEvents.event.id`s of `n` messages.
+pub async fn event_ids(client: &mut Client, n: usize) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        ids.push(client.next_call_event().await["event"]["id"].clone());
+    }
+    ids
+}
