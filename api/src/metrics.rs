@@ -10,7 +10,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, Prometheu
 const METADATA: Metadata<'static> = Metadata::new("calltrail", Level::INFO, None);
 
 /// Latency buckets in seconds: from a fast commit to a slow batch.
-const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// Why the webhook refused a delivery (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,19 +55,26 @@ impl Metrics {
             .expect("non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();
-        Self { recorder: Arc::new(recorder), handle }
+        Self {
+            recorder: Arc::new(recorder),
+            handle,
+        }
     }
 
     fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
-        self.recorder.register_counter(&Key::from_parts(name, labels), &METADATA)
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
     }
 
     fn histogram(&self, name: &'static str, labels: Vec<Label>) -> Histogram {
-        self.recorder.register_histogram(&Key::from_parts(name, labels), &METADATA)
+        self.recorder
+            .register_histogram(&Key::from_parts(name, labels), &METADATA)
     }
 
     fn gauge(&self, name: &'static str, labels: Vec<Label>, value: f64) {
-        self.recorder.register_gauge(&Key::from_parts(name, labels), &METADATA).set(value);
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+            .set(value);
     }
 
     /// A delivery answered: `event_type` is `unknown` for types calltrail does not know.
@@ -75,32 +84,60 @@ impl Metrics {
             Ok(true) => ("duplicate", None),
             Err(refusal) => ("refused", Some(refusal.as_str())),
         };
-        let mut labels = vec![Label::new("type", event_type.to_owned()), Label::new("outcome", outcome)];
+        let mut labels = vec![
+            Label::new("type", event_type.to_owned()),
+            Label::new("outcome", outcome),
+        ];
         if let Some(reason) = reason {
             labels.push(Label::new("reason", reason));
         }
-        self.counter("calltrail_deliveries_total", labels).increment(1);
-        self.histogram("calltrail_webhook_duration_seconds", Vec::new()).record(took.as_secs_f64());
+        self.counter("calltrail_deliveries_total", labels)
+            .increment(1);
+        self.histogram("calltrail_webhook_duration_seconds", Vec::new())
+            .record(took.as_secs_f64());
     }
 
     /// A GraphQL operation (`query`, `mutation` or `subscription`) ran.
     pub fn graphql(&self, operation: &'static str, took: Option<Duration>) {
-        self.counter("calltrail_graphql_requests_total", vec![Label::new("operation", operation)]).increment(1);
+        self.counter(
+            "calltrail_graphql_requests_total",
+            vec![Label::new("operation", operation)],
+        )
+        .increment(1);
         if let Some(took) = took {
-            self.histogram("calltrail_graphql_duration_seconds", vec![Label::new("operation", operation)])
-                .record(took.as_secs_f64());
+            self.histogram(
+                "calltrail_graphql_duration_seconds",
+                vec![Label::new("operation", operation)],
+            )
+            .record(took.as_secs_f64());
         }
     }
 
     /// The Prometheus text, with point-in-time gauges set just before.
     pub fn render(&self, gauges: &Gauges) -> String {
-        self.gauge("calltrail_subscriptions_active", Vec::new(), gauges.subscriptions as f64);
+        self.gauge(
+            "calltrail_subscriptions_active",
+            Vec::new(),
+            gauges.subscriptions as f64,
+        );
         for (state, n) in [("idle", gauges.pool_idle), ("in_use", gauges.pool_in_use)] {
-            self.gauge("calltrail_db_pool_connections", vec![Label::new("state", state)], n as f64);
+            self.gauge(
+                "calltrail_db_pool_connections",
+                vec![Label::new("state", state)],
+                n as f64,
+            );
         }
-        self.gauge("calltrail_ingest_queue_depth", Vec::new(), gauges.queue_depth as f64);
+        self.gauge(
+            "calltrail_ingest_queue_depth",
+            Vec::new(),
+            gauges.queue_depth as f64,
+        );
         if let Some(at) = gauges.last_stored_at {
-            self.gauge("calltrail_last_stored_delivery_timestamp_seconds", Vec::new(), at);
+            self.gauge(
+                "calltrail_last_stored_delivery_timestamp_seconds",
+                Vec::new(),
+                at,
+            );
         }
         self.handle.render()
     }

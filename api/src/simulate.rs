@@ -139,7 +139,10 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                         if let Some(rate) = args.rate {
                             // Global pacing: the n-th delivery leaves at n / rate seconds.
                             let n = paced.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep_until(started + Duration::from_secs_f64(n as f64 / rate)).await;
+                            tokio::time::sleep_until(
+                                started + Duration::from_secs_f64(n as f64 / rate),
+                            )
+                            .await;
                         }
                         post(&client, &endpoint, args.secret.as_ref(), body, &mut mine).await;
                     }

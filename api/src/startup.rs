@@ -8,12 +8,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::bus::Bus;
 use crate::config::Config;
 use crate::db::Db;
-use crate::bus::Bus;
 use crate::graphql::ws::Sockets;
 use crate::ingest::Ingestor;
 use crate::metrics::{Gauges, Metrics};
@@ -91,7 +92,12 @@ impl Application {
         tracing::info!(address = %self.local_addr(), "calltrail listening");
         let sockets = self.state.sockets.clone();
         let closing = sockets.clone();
-        axum::serve(self.listener, self.router)
+        // Answers are small and latency-bound: send them without waiting for
+        // the client's ACK of the previous segment (Nagle).
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;
                 // Upgraded connections are not axum's to drain: close them (1001).
@@ -138,14 +144,17 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         pool_size += size;
     }
     let gauges = Gauges {
-        subscriptions: 0,
+        subscriptions: app.bus.active(),
         pool_idle,
         pool_in_use: pool_size.saturating_sub(pool_idle),
         queue_depth: app.ingestor.queue_depth(),
         last_stored_at: app.ingestor.last_stored_at(),
     };
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         app.metrics.render(&gauges),
     )
 }

@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use async_graphql::extensions::{Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery};
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery,
+};
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Response, ServerResult, Variables};
 
@@ -15,7 +17,10 @@ pub struct Measure(pub Metrics);
 
 impl ExtensionFactory for Measure {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(MeasureRequest { metrics: self.0.clone(), operation: Mutex::new(None) })
+        Arc::new(MeasureRequest {
+            metrics: self.0.clone(),
+            operation: Mutex::new(None),
+        })
     }
 }
 
@@ -57,7 +62,12 @@ impl Extension for MeasureRequest {
         Ok(doc)
     }
 
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         let started = Instant::now();
         let response = next.run(ctx, operation_name).await;
         if let Some(operation) = *self.operation.lock().expect("not poisoned") {

@@ -76,7 +76,13 @@ impl Ingestor {
             })
             .unzip();
         let last_stored = Arc::new(AtomicI64::new(0));
-        (Self { queues, last_stored }, tasks)
+        (
+            Self {
+                queues,
+                last_stored,
+            },
+            tasks,
+        )
     }
 
     /// Commit one delivery (or find it already stored) and say which event it is.
@@ -99,7 +105,8 @@ impl Ingestor {
         })?;
         let receipt = answer.await.map_err(|_| IngestError::ShuttingDown)??;
         if !receipt.duplicate {
-            self.last_stored.fetch_max(Utc::now().timestamp_micros(), Ordering::Relaxed);
+            self.last_stored
+                .fetch_max(Utc::now().timestamp_micros(), Ordering::Relaxed);
         }
         Ok(receipt)
     }
@@ -159,10 +166,40 @@ async fn run_writer(
     batch: usize,
     publisher: Publisher,
 ) {
-    let mut jobs = Vec::with_capacity(batch);
-    while rx.recv_many(&mut jobs, batch).await > 0 {
-        commit_and_answer(&db, std::mem::take(&mut jobs), &publisher).await;
+    let mut carry = None;
+    while let Some(jobs) = next_batch(&mut rx, &mut carry, batch).await {
+        commit_and_answer(&db, jobs, &publisher).await;
     }
+}
+
+/// Most body bytes one batch carries (besides its first delivery), so one
+/// statement stays a few megabytes at most, whatever the batch limit.
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
+
+/// What is queued, without waiting for more: up to `limit` deliveries and
+/// [`BATCH_BYTES`] (at least one delivery, however large). A delivery that
+/// does not fit waits in `carry` for the next batch, keeping arrival order.
+async fn next_batch(
+    rx: &mut mpsc::Receiver<Job>,
+    carry: &mut Option<Job>,
+    limit: usize,
+) -> Option<Vec<Job>> {
+    let first = match carry.take() {
+        Some(job) => job,
+        None => rx.recv().await?,
+    };
+    let mut bytes = first.delivery.body.len();
+    let mut jobs = vec![first];
+    while jobs.len() < limit {
+        let Ok(job) = rx.try_recv() else { break };
+        bytes += job.delivery.body.len();
+        if bytes > BATCH_BYTES {
+            *carry = Some(job);
+            break;
+        }
+        jobs.push(job);
+    }
+    Some(jobs)
 }
 
 /// Commit a batch; if it fails, commit its deliveries one at a time so one
@@ -190,7 +227,10 @@ async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>, publisher: &
                     &[(&job.delivery, job.received_at, job.signature_verified)],
                 )
                 .await;
-                if result.as_ref().is_ok_and(|r| r.iter().any(|r| !r.duplicate)) {
+                if result
+                    .as_ref()
+                    .is_ok_and(|r| r.iter().any(|r| !r.duplicate))
+                {
                     publisher.committed();
                 }
                 let _ = job

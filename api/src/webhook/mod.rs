@@ -101,9 +101,19 @@ pub async fn receive(
     let started = Instant::now();
     let mut event_type = None;
     let result = accept(&app, &headers, body, &mut event_type).await;
-    let outcome = result.as_ref().map(|r| r.duplicate).map_err(WebhookError::refusal);
-    app.metrics.delivery(event_type.as_deref().unwrap_or("unknown"), outcome, started.elapsed());
-    let Receipt { event_id, duplicate } = result?;
+    let outcome = result
+        .as_ref()
+        .map(|r| r.duplicate)
+        .map_err(WebhookError::refusal);
+    app.metrics.delivery(
+        event_type.as_deref().unwrap_or("unknown"),
+        outcome,
+        started.elapsed(),
+    );
+    let Receipt {
+        event_id,
+        duplicate,
+    } = result?;
     Ok(Json(
         json!({"received": true, "duplicate": duplicate, "eventId": event_id.to_string()}),
     ))

@@ -312,7 +312,9 @@ async fn resuming_after_a_cursor_misses_nothing_and_repeats_nothing() {
 #[tokio::test]
 async fn a_stalled_subscriber_is_dropped_with_its_resume_cursor_while_another_keeps_receiving() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn_with(backend, |c| c.subscription_buffer = 8).await;
+        // Small enough that the stalled reader overflows it, large enough that a
+        // burst of commits read at once does not overflow the healthy one.
+        let app = TestApp::spawn_with(backend, |c| c.subscription_buffer = 32).await;
         let mut stalled = Client::open(&app.address, TRANSPORT_WS, Some(4096)).await;
         assert_eq!(stalled.init(None).await["type"], "connection_ack");
         let from = cursor_now(&app.address, None).await;
