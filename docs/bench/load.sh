@@ -69,11 +69,11 @@ echo "== 4. calls(first: 100) with nested fields, idle (8 connections)"
 idle="$(read_p)"; echo "$idle"
 half="$(awk -v r="$(field "$fresh" deliveries_per_s)" 'BEGIN {printf "%.0f", r / 2}')"
 echo "== 4. the same while ingesting at $half deliveries/s (half of step 1)"
-( simulate --calls 100000 --concurrency 16 --seed 13 --rate "$half" >"$WORK/background.out" ) &
+"$BIN" simulate --url "$URL" --calls 100000 --concurrency 16 --seed 13 --rate "$half" >"$WORK/background.out" 2>&1 &
 BG=$!
 sleep 2
 busy="$(read_p)"; echo "$busy"
-kill "$BG" 2>/dev/null; pkill -P "$BG" 2>/dev/null || true; wait "$BG" 2>/dev/null || true
+kill "$BG" 2>/dev/null; wait "$BG" 2>/dev/null || true
 
 echo
 echo "| measure | figure |"
