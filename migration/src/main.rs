@@ -15,7 +15,11 @@ async fn main() {
         match command.as_str() {
             "up" => Migrator::up(&db, None).await,
             "down" => Migrator::down(&db, Some(1)).await,
-            "status" => Migrator::status(&db).await,
+            "status" => Migrator::get_migration_with_status(&db).await.map(|all| {
+                for m in all {
+                    println!("{:?}\t{}", m.status(), m.name());
+                }
+            }),
             "fresh" => Migrator::fresh(&db).await,
             other => {
                 eprintln!("migration: unknown command {other:?}; use up, down, status or fresh");
@@ -24,8 +28,12 @@ async fn main() {
         }
     }
     .await;
-    if let Err(err) = result {
-        eprintln!("migration: {err}");
-        std::process::exit(1);
+    match result {
+        Ok(()) if command != "status" => println!("migration: {command}: done"),
+        Ok(()) => {}
+        Err(err) => {
+            eprintln!("migration: {err}");
+            std::process::exit(1);
+        }
     }
 }
