@@ -1,46 +1,11 @@
 //! A 2xx means committed: SIGKILL right after a burst of acknowledged
 //! deliveries loses none of them.
 
-use std::process::Stdio;
-use std::time::Duration;
-
+use crate::process::start_server;
 use calltrail_tests::{Answer, fresh_database, on_each_backend};
 use entity::webhook_event;
 use futures_util::{StreamExt, stream};
 use sea_orm::{Database, EntityTrait, QuerySelect};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
-
-/// Start the real binary on `database_url`; returns it and its base URL.
-async fn start_server(database_url: &str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("CALLTRAIL_LISTEN", "127.0.0.1:0")
-        .env("CALLTRAIL_LOG_FORMAT", "json")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the server starts");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let address = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stderr") {
-            if let Ok(log) = serde_json::from_str::<serde_json::Value>(&line)
-                && let Some(address) = log["address"].as_str()
-            {
-                return address.to_owned();
-            }
-        }
-        panic!("the server exited before listening")
-    })
-    .await
-    .expect("the server listens within a minute");
-    // Keep draining its logs so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{address}"))
-}
 
 fn delivery(call: usize, step: usize) -> Vec<u8> {
     // No call.initiate: deliveries of a call race each other here, and only an

@@ -9,6 +9,7 @@ mod graphql;
 mod health;
 mod observability;
 mod operations;
+mod process;
 mod refusals;
 mod signatures;
 mod subscriptions;
