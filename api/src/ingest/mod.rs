@@ -91,14 +91,7 @@ impl Ingestor {
         delivery: Delivery,
         signature_verified: bool,
     ) -> Result<Receipt, IngestError> {
-        let (reply, answer) = oneshot::channel();
-        let queue = &self.queues[self.route(&delivery)];
-        let job = Job {
-            delivery,
-            signature_verified,
-            received_at: Utc::now().trunc_subsecs(6),
-            reply,
-        };
+        let (queue, job, answer) = self.job(delivery, signature_verified);
         queue.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
@@ -125,6 +118,24 @@ impl Ingestor {
         delivery: Delivery,
         signature_verified: bool,
     ) -> Result<impl Future<Output = Result<Receipt, IngestError>> + use<>, IngestError> {
+        let (queue, job, answer) = self.job(delivery, signature_verified);
+        queue
+            .send(job)
+            .await
+            .map_err(|_| IngestError::ShuttingDown)?;
+        Ok(async move { answer.await.map_err(|_| IngestError::ShuttingDown)? })
+    }
+
+    /// A delivery as a job for the writer that owns its call, arriving now.
+    fn job(
+        &self,
+        delivery: Delivery,
+        signature_verified: bool,
+    ) -> (
+        &mpsc::Sender<Job>,
+        Job,
+        oneshot::Receiver<Result<Receipt, IngestError>>,
+    ) {
         let (reply, answer) = oneshot::channel();
         let queue = &self.queues[self.route(&delivery)];
         let job = Job {
@@ -133,11 +144,7 @@ impl Ingestor {
             received_at: Utc::now().trunc_subsecs(6),
             reply,
         };
-        queue
-            .send(job)
-            .await
-            .map_err(|_| IngestError::ShuttingDown)?;
-        Ok(async move { answer.await.map_err(|_| IngestError::ShuttingDown)? })
+        (queue, job, answer)
     }
 
     /// Deliveries waiting for a writer, over all writers.

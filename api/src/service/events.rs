@@ -20,7 +20,7 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn condition(&self) -> Condition {
+    pub(crate) fn condition(&self) -> Condition {
         use webhook_event::Column as E;
         let mut all = Condition::all();
         if let Some(call_id) = &self.call_id {

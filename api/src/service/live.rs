@@ -11,6 +11,7 @@ use sea_orm::{
 };
 
 use super::ServiceError;
+use super::events::EventFilter;
 use crate::domain::{Projection, parse};
 
 /// One committed delivery, as subscribers receive it.
@@ -43,15 +44,12 @@ impl LiveFilter {
     }
 
     fn condition(&self) -> Condition {
-        use webhook_event::Column as E;
-        let mut all = Condition::all();
-        if let Some(call_id) = &self.call_id {
-            all = all.add(E::CallId.eq(call_id.as_str()));
+        EventFilter {
+            call_id: self.call_id.clone(),
+            types: self.types.clone(),
+            recognized: None,
         }
-        if let Some(types) = &self.types {
-            all = all.add(E::EventType.is_in(types.iter().cloned()));
-        }
-        all
+        .condition()
     }
 }
 
