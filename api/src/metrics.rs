@@ -113,6 +113,15 @@ impl Metrics {
         }
     }
 
+    /// Subscription messages: (rendered, sent). A message is rendered once
+    /// for all the subscriptions that share its document ([`crate::graphql`]).
+    pub fn subscription_messages(&self) -> (Counter, Counter) {
+        (
+            self.counter("calltrail_subscription_messages_rendered_total", Vec::new()),
+            self.counter("calltrail_subscription_messages_sent_total", Vec::new()),
+        )
+    }
+
     /// The Prometheus text, with point-in-time gauges set just before.
     pub fn render(&self, gauges: &Gauges) -> String {
         self.gauge(

@@ -10,6 +10,7 @@ use async_graphql::extensions::{
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
 use async_graphql::{Response, ServerResult, Variables};
 
+use super::subscription::OneEvent;
 use crate::metrics::Metrics;
 
 /// The extension factory: one counter per request, of the app's own registry.
@@ -53,7 +54,9 @@ impl Extension for MeasureRequest {
     ) -> ServerResult<ExecutableDocument> {
         let doc = next.run(ctx, query, variables).await?;
         let operation = operation_type(&doc, None);
-        if operation == Some("subscription") {
+        if ctx.data_opt::<OneEvent>().is_some() {
+            // One message of a subscription already counted.
+        } else if operation == Some("subscription") {
             // A subscription runs as long as its socket: count it, don't time it.
             self.metrics.graphql("subscription", None);
         } else {

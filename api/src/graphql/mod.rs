@@ -6,6 +6,7 @@
 mod batch;
 mod connection;
 pub mod error;
+mod fanout;
 pub mod http;
 mod inputs;
 pub mod limits;

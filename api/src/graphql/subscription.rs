@@ -2,10 +2,11 @@
 //! fed by the bus ([`crate::bus`]). Resolvers only open a feed and map its
 //! items; the replay, the seam and the lag handling live in the bus.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_graphql::{Context, Error, ErrorExtensions, ID, Result, SimpleObject, Subscription};
 use chrono::Utc;
+use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt, stream};
 
 use super::StaleAfter;
@@ -19,6 +20,23 @@ pub const TOO_SLOW: &str = "SUBSCRIPTION_TOO_SLOW";
 
 #[derive(Default)]
 pub struct SubscriptionRoot;
+
+/// Request data of a `callEvents` execution that only checks its arguments
+/// (the WebSocket layer's probe): the resolver records the filter and the
+/// resume position here and yields nothing.
+#[derive(Default)]
+pub struct Probe(Mutex<Option<(LiveFilter, Option<i64>)>>);
+
+impl Probe {
+    /// The arguments the resolver recorded (None: it did not run).
+    pub fn take(&self) -> Option<(LiveFilter, Option<i64>)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+/// Request data of a `callEvents` execution that renders one message: the
+/// resolver yields this delivery only, whatever its arguments.
+pub struct OneEvent(pub Arc<LiveEvent>);
 
 /// One accepted delivery and its call right after it.
 #[derive(SimpleObject, Clone, Debug)]
@@ -45,9 +63,11 @@ impl SubscriptionRoot {
         #[graphql(desc = "Only deliveries of these `event.type`s.")] types: Option<Vec<String>>,
         #[graphql(desc = "Replay the stored deliveries after this `WebhookEvent.cursor` first.")]
         after: Option<String>,
-    ) -> Result<impl Stream<Item = Result<CallEvent>> + use<>> {
-        let bus = ctx.data::<Bus>()?;
+    ) -> Result<BoxStream<'static, Result<CallEvent>>> {
         let stale_after = stale_window(ctx)?;
+        if let Some(one) = ctx.data_opt::<OneEvent>() {
+            return Ok(stream::iter([call_event(&one.0, stale_after)]).boxed());
+        }
         let after = after
             .as_deref()
             .map(events::position)
@@ -57,13 +77,19 @@ impl SubscriptionRoot {
             call_id: call_id.map(|id| id.0),
             types,
         };
-        Ok(bus
+        if let Some(probe) = ctx.data_opt::<Arc<Probe>>() {
+            *probe.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((filter, after));
+            return Ok(stream::empty().boxed());
+        }
+        Ok(ctx
+            .data::<Bus>()?
             .feed(filter, after)
             .into_stream()
             .map(move |item| match item {
                 Ok(e) => call_event(&e, stale_after),
                 Err(err) => Err(feed_error(err, true)),
-            }))
+            })
+            .boxed())
     }
 
     /// Every new action (the inbox, live), oldest first.
@@ -108,7 +134,8 @@ fn call_event(e: &Arc<LiveEvent>, stale_after: chrono::Duration) -> Result<CallE
     })
 }
 
-fn feed_error(err: FeedError, resumable: bool) -> Error {
+/// The error that ends a feed, as subscribers receive it.
+pub fn feed_error(err: FeedError, resumable: bool) -> Error {
     match err {
         FeedError::TooSlow { resume_after } => {
             let cursor = events::cursor_at(resume_after);

@@ -4,30 +4,35 @@
 //! `{"Authorization": "Bearer <token>"}`. On shutdown every socket gets a
 //! close frame 1001 ("going away").
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, WebSocketProtocols, WsMessage};
-use async_graphql::{BatchResponse, Data, Executor, Request, Response};
+use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, ClientMessage, WebSocketProtocols};
+use async_graphql::{BatchResponse, Data, Executor, PathSegment, Pos, Request, Response};
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::get;
-use futures_util::stream::BoxStream;
-use futures_util::{SinkExt, StreamExt, future};
+use futures_util::stream::{self, AbortHandle, BoxStream, SelectAll};
+use futures_util::{FutureExt, SinkExt, StreamExt};
+use metrics::Counter;
 use sea_orm::DatabaseConnection;
+use serde_json::json;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, watch};
 
+use super::fanout::{self, Shares};
+use super::subscription::{Probe, feed_error};
 use super::{AppSchema, batch, execute, loaders};
 use crate::bus::Bus;
 use crate::startup::AppState;
 
-/// Close codes of `graphql-transport-ws`.
+// Close codes of `graphql-transport-ws`.
 const UNAUTHORIZED: u16 = 4401;
 const FORBIDDEN: u16 = 4403;
 /// "Going away": the server is shutting down.
@@ -123,6 +128,9 @@ impl Executor for LiveExecutor {
 #[derive(Clone)]
 struct Ws {
     executor: LiveExecutor,
+    shares: Arc<Shares<LiveExecutor>>,
+    /// `calltrail_subscription_messages_sent_total`.
+    sent: Counter,
     token: Option<Arc<[u8; 32]>>,
     sockets: Sockets,
 }
@@ -130,12 +138,16 @@ struct Ws {
 /// The `/graphql/ws` route. Not behind the HTTP token check: browsers cannot
 /// set headers on a WebSocket, so the token travels in `connection_init`.
 pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -> Router<AppState> {
+    let executor = LiveExecutor {
+        schema,
+        db: app.db.read.clone(),
+        bus: app.bus.clone(),
+    };
+    let (rendered, sent) = app.metrics.subscription_messages();
     let ws = Ws {
-        executor: LiveExecutor {
-            schema,
-            db: app.db.read.clone(),
-            bus: app.bus.clone(),
-        },
+        shares: Arc::new(Shares::new(executor.clone(), rendered)),
+        sent,
+        executor,
         token,
         sockets: app.sockets.clone(),
     };
@@ -172,76 +184,255 @@ async fn upgrade(
         .into_response()
 }
 
-/// Relay between the socket and async-graphql's protocol state machine,
-/// closing with 1001 when the server stops.
+/// One socket: the protocol (`connection_init`, `subscribe`, `complete`,
+/// `ping`; `start`/`stop` in legacy graphql-ws), its subscriptions, and the
+/// messages they yield, written in batches (one flush for all that is
+/// ready). A socket whose peer stops reading blocks only its own task: its
+/// subscriptions fall behind in the bus and end with `SUBSCRIPTION_TOO_SLOW`.
 async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
     let _open = ws.sockets.open();
     let mut stop = ws.sockets.0.stop.subscribe();
-    let (mut sink, input) = socket.split();
-    let input = input
-        .take_while(|m| future::ready(m.is_ok()))
-        .filter_map(|m| {
-            future::ready(match m {
-                Ok(m @ (Message::Text(_) | Message::Binary(_))) => Some(m.into_data()),
-                _ => None,
-            })
-        });
-    let refused = Arc::new(AtomicBool::new(false));
-    let check = {
-        let (token, refused) = (ws.token.clone(), refused.clone());
-        move |payload: serde_json::Value| async move {
-            if authorized(token.as_deref(), &payload) {
-                Ok(Data::default())
-            } else {
-                refused.store(true, Ordering::SeqCst);
-                Err("Forbidden: connection_init needs {\"Authorization\": \"Bearer <token>\"} (CALLTRAIL_API_TOKEN)".into())
-            }
-        }
+    let (mut sink, mut input) = socket.split();
+    let mut connection = Connection {
+        ws: &ws,
+        protocol,
+        phase: Phase::Waiting,
+        subscriptions: SelectAll::new(),
+        running: HashMap::new(),
+        started: 0,
     };
-    let mut messages =
-        async_graphql::http::WebSocket::new(ws.executor, input, protocol).on_connection_init(check);
+    let init_deadline = tokio::time::sleep(INIT_WAIT);
+    tokio::pin!(init_deadline);
+    let mut out: Vec<Message> = Vec::new();
     loop {
-        let next = tokio::select! {
-            next = messages.next() => next,
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        let (frame, last) = match next {
-            None => {
-                if refused.load(Ordering::SeqCst) {
-                    // graphql-ws (legacy) answered `connection_error`; now close.
-                    close_frame(FORBIDDEN, "Forbidden")
-                } else {
-                    return;
+        let mut end = tokio::select! {
+            biased;
+            _ = stopped(&mut stop) => Some((GOING_AWAY, "server shutting down".to_owned())),
+            message = input.next() => match message {
+                Some(Ok(Message::Text(text))) => connection.receive(text.as_bytes(), &mut out).await,
+                Some(Ok(Message::Binary(bytes))) => connection.receive(&bytes, &mut out).await,
+                Some(Ok(_)) => None,
+                Some(Err(_)) | None => return,
+            },
+            Some((id, generation, item)) = connection.subscriptions.next(), if !connection.subscriptions.is_empty() => {
+                connection.emit(&id, generation, item, &mut out);
+                while out.len() < WRITE_BATCH {
+                    match connection.subscriptions.next().now_or_never() {
+                        Some(Some((id, generation, item))) => connection.emit(&id, generation, item, &mut out),
+                        _ => break,
+                    }
                 }
+                None
             }
-            Some(WsMessage::Text(text)) => (Message::Text(text.into()), false),
-            Some(WsMessage::Close(code, reason)) => {
-                let code = match code {
-                    1002 if refused.load(Ordering::SeqCst) => FORBIDDEN,
-                    1011 => UNAUTHORIZED,
-                    other => other,
-                };
-                close_frame(code, &reason)
+            _ = &mut init_deadline, if connection.phase == Phase::Waiting && protocol == WebSocketProtocols::GraphQLWS => {
+                Some((INIT_TIMEOUT, "Connection initialisation timeout".to_owned()))
             }
         };
-        let sent = tokio::select! {
-            sent = sink.send(frame) => sent.is_ok(),
-            _ = stop.wait_for(|s| *s) => break,
-        };
-        if !sent || last {
+        if !out.is_empty() {
+            let written = async {
+                for message in out.drain(..) {
+                    sink.feed(message).await?;
+                }
+                sink.flush().await
+            };
+            tokio::select! {
+                written = written => if written.is_err() { return },
+                _ = stopped(&mut stop) => end = Some((GOING_AWAY, "server shutting down".to_owned())),
+            }
+            out.clear();
+        }
+        if let Some((code, mut reason)) = end {
+            // A close frame's reason holds at most 123 bytes.
+            if reason.len() > 123 {
+                let mut cut = 120;
+                while !reason.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                reason.truncate(cut);
+                reason.push('…');
+            }
+            let frame = Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            }));
+            let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
             return;
         }
     }
-    let (frame, _) = close_frame(GOING_AWAY, "server shutting down");
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
 }
 
-fn close_frame(code: u16, reason: &str) -> (Message, bool) {
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    (Message::Close(Some(frame)), true)
+/// How long a client may take to send `connection_init` (graphql-transport-ws: 4408).
+const INIT_WAIT: Duration = Duration::from_secs(3);
+/// Messages written per flush at most.
+const WRITE_BATCH: usize = 256;
+const BAD_REQUEST: u16 = 4400;
+const INIT_TIMEOUT: u16 = 4408;
+const DUPLICATE_ID: u16 = 4409;
+const TOO_MANY_INITS: u16 = 4429;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Waiting,
+    Ready,
+}
+
+/// A subscription's messages: payloads (serialized responses), then None when it ends.
+type Messages = BoxStream<'static, (Arc<str>, u64, Option<Arc<str>>)>;
+
+struct Connection<'a> {
+    ws: &'a Ws,
+    protocol: WebSocketProtocols,
+    phase: Phase,
+    subscriptions: SelectAll<Messages>,
+    /// The running subscriptions by id: which start they are, and their stop switch.
+    running: HashMap<String, (u64, AbortHandle)>,
+    started: u64,
+}
+
+impl Connection<'_> {
+    /// Handle one client message; `Some` closes the socket with that code.
+    async fn receive(&mut self, bytes: &[u8], out: &mut Vec<Message>) -> Option<(u16, String)> {
+        let message = match ClientMessage::from_bytes(bytes) {
+            Ok(message) => message,
+            Err(err) => return Some((BAD_REQUEST, format!("Invalid message received: {err}"))),
+        };
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.phase == Phase::Ready {
+                    return Some((
+                        TOO_MANY_INITS,
+                        "Too many initialisation requests".to_owned(),
+                    ));
+                }
+                if !authorized(self.ws.token.as_deref(), &payload.unwrap_or_default()) {
+                    let message = "Forbidden: connection_init needs {\"Authorization\": \"Bearer <token>\"} (CALLTRAIL_API_TOKEN)";
+                    if self.protocol == WebSocketProtocols::SubscriptionsTransportWS {
+                        out.push(text(
+                            json!({"type": "connection_error", "payload": {"message": message}}),
+                        ));
+                    }
+                    return Some((FORBIDDEN, "Forbidden".to_owned()));
+                }
+                self.phase = Phase::Ready;
+                out.push(Message::Text(r#"{"type":"connection_ack"}"#.into()));
+            }
+            ClientMessage::Start { id, payload } => {
+                if self.phase != Phase::Ready {
+                    return Some((UNAUTHORIZED, "Unauthorized".to_owned()));
+                }
+                if self.running.contains_key(&id) {
+                    return Some((DUPLICATE_ID, format!("Subscriber for {id} already exists")));
+                }
+                self.start(id, payload).await;
+            }
+            ClientMessage::Stop { id } => {
+                if let Some((_, handle)) = self.running.remove(&id) {
+                    handle.abort();
+                    out.push(self.complete(&id));
+                }
+            }
+            ClientMessage::ConnectionTerminate => return Some((1000, String::new())),
+            ClientMessage::Ping { .. } => out.push(Message::Text(r#"{"type":"pong"}"#.into())),
+            ClientMessage::Pong { .. } => {}
+        }
+        None
+    }
+
+    /// Start operation `id`: a `callEvents` subscription through its share,
+    /// anything else through the schema.
+    async fn start(&mut self, id: String, request: Request) {
+        let executor = &self.ws.executor;
+        let messages = match fanout::shareable(&request) {
+            Some(after) => {
+                let share = self.ws.shares.get(&request, after.as_deref());
+                let probe = Arc::new(Probe::default());
+                let mut checked = executor.execute_stream(request.data(probe.clone()), None);
+                let mut refused = None;
+                while let Some(response) = checked.next().await {
+                    if response.is_err() {
+                        refused = Some(fanout::serialize(&response));
+                        break;
+                    }
+                }
+                match (probe.take(), refused) {
+                    (Some((filter, after)), None) => {
+                        let feed = self.ws.executor.bus.feed(filter, after);
+                        feed.into_stream()
+                            .then(move |item| {
+                                let share = share.clone();
+                                async move {
+                                    match item {
+                                        Ok(event) => share.message(&event).await,
+                                        Err(err) => {
+                                            let error = feed_error(err, true)
+                                                .into_server_error(Pos::default())
+                                                .with_path(vec![PathSegment::Field(
+                                                    "callEvents".into(),
+                                                )]);
+                                            fanout::serialize(&Response::from_errors(vec![error]))
+                                        }
+                                    }
+                                }
+                            })
+                            .boxed()
+                    }
+                    (_, refused) => stream::iter(refused).boxed(),
+                }
+            }
+            None => executor
+                .execute_stream(request, None)
+                .map(|response| fanout::serialize(&response))
+                .boxed(),
+        };
+        self.started += 1;
+        let generation = self.started;
+        let (messages, handle) = stream::abortable(messages);
+        let key: Arc<str> = id.as_str().into();
+        let last = key.clone();
+        self.running.insert(id, (generation, handle));
+        self.subscriptions.push(
+            messages
+                .map(move |m| (key.clone(), generation, Some(m)))
+                .chain(stream::once(async move { (last, generation, None) }))
+                .boxed(),
+        );
+    }
+
+    /// Queue what a subscription yielded: a message, or `complete` when it ended by itself.
+    fn emit(&mut self, id: &str, generation: u64, item: Option<Arc<str>>, out: &mut Vec<Message>) {
+        match item {
+            Some(payload) => {
+                let kind = match self.protocol {
+                    WebSocketProtocols::GraphQLWS => "next",
+                    WebSocketProtocols::SubscriptionsTransportWS => "data",
+                };
+                self.ws.sent.increment(1);
+                let id = serde_json::to_string(id).unwrap_or_default();
+                out.push(Message::Text(
+                    format!(r#"{{"id":{id},"type":"{kind}","payload":{payload}}}"#).into(),
+                ));
+            }
+            None => {
+                if self.running.get(id).is_some_and(|(g, _)| *g == generation) {
+                    self.running.remove(id);
+                    out.push(self.complete(id));
+                }
+            }
+        }
+    }
+
+    fn complete(&self, id: &str) -> Message {
+        text(json!({"type": "complete", "id": id}))
+    }
+}
+
+/// Resolves once the server is stopping.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn text(value: serde_json::Value) -> Message {
+    Message::Text(value.to_string().into())
 }
 
 /// No token configured, or `connection_init`'s payload carries `Authorization: Bearer <token>`.

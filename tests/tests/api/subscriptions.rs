@@ -377,3 +377,166 @@ pub async fn event_ids(client: &mut Client, n: usize) -> Vec<Value> {
     }
     ids
 }
+
+/// The value of an unlabelled sample in Prometheus text.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn subscriptions_of_one_document_share_each_message_and_each_gets_it() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let from = cursor_now(&app.address, None).await;
+        // Five subscriptions of one document on two sockets.
+        let mut first = Client::connect(&app.address, None).await;
+        let mut second = Client::connect(&app.address, None).await;
+        for id in ["a", "b", "c"] {
+            first
+                .subscribe(id, CALL_EVENTS, json!({"after": from}))
+                .await;
+        }
+        for id in ["d", "e"] {
+            second
+                .subscribe(id, CALL_EVENTS, json!({"after": from}))
+                .await;
+        }
+        // Another document: its messages are its own.
+        let mut lean = Client::connect(&app.address, None).await;
+        lean.subscribe("f", CALL_EVENTS_LEAN, json!({"after": from}))
+            .await;
+
+        let mut posted = Vec::new();
+        for (n, kind) in ["call.initiate", "call.in-progress", "call.ended"]
+            .into_iter()
+            .enumerate()
+        {
+            posted.push(
+                app.post_webhook(delivery("c_share", kind, n))
+                    .await
+                    .event_id(),
+            );
+        }
+        let mut seen: Vec<(String, String, Value)> = Vec::new();
+        for client in [&mut first, &mut second] {
+            let subscriptions = if seen.is_empty() { 3 } else { 2 };
+            for _ in 0..subscriptions * posted.len() {
+                match client.receive().await {
+                    Received::Json(m) if m["type"] == "next" => seen.push((
+                        m["id"].as_str().unwrap().to_owned(),
+                        m["payload"]["data"]["callEvents"]["event"]["id"]
+                            .as_str()
+                            .unwrap()
+                            .to_owned(),
+                        m["payload"].clone(),
+                    )),
+                    other => panic!("{backend:?}: expected a message, got {other:?}"),
+                }
+            }
+        }
+        for sub in ["a", "b", "c", "d", "e"] {
+            let got: Vec<&str> = seen
+                .iter()
+                .filter(|s| s.0 == sub)
+                .map(|s| s.1.as_str())
+                .collect();
+            assert_eq!(
+                got,
+                posted.iter().map(String::as_str).collect::<Vec<_>>(),
+                "{backend:?}: subscription {sub}"
+            );
+        }
+        for (_, event, payload) in &seen {
+            let first_seen = &seen.iter().find(|s| &s.1 == event).unwrap().2;
+            assert_eq!(
+                payload, first_seen,
+                "{backend:?}: every subscriber gets the same message"
+            );
+            assert_eq!(payload["data"]["callEvents"]["call"]["id"], "c_share");
+        }
+        assert_eq!(
+            event_ids(&mut lean, posted.len()).await,
+            posted.iter().map(|p| json!(p)).collect::<Vec<_>>()
+        );
+
+        let text = app
+            .get("/metrics")
+            .await
+            .body
+            .as_str()
+            .expect("text")
+            .to_owned();
+        assert_eq!(
+            metric(&text, "calltrail_subscription_messages_sent_total"),
+            Some(18.0),
+            "{backend:?}: 6 subscriptions × 3 deliveries\n{text}"
+        );
+        assert_eq!(
+            metric(&text, "calltrail_subscription_messages_rendered_total"),
+            Some(6.0),
+            "{backend:?}: one rendering per delivery and document\n{text}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn protocol_violations_close_the_socket_with_the_protocol_s_codes() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        // A second subscription with a running id: 4409.
+        let mut twice = Client::connect(&app.address, None).await;
+        twice.subscribe("1", CALL_EVENTS_LEAN, json!({})).await;
+        twice.subscribe("1", CALL_EVENTS_LEAN, json!({})).await;
+        match twice.receive().await {
+            Received::Close(Some(4409), reason) => assert!(reason.contains("1"), "{reason}"),
+            other => panic!("{backend:?}: expected close 4409, got {other:?}"),
+        }
+        // Not a protocol message: 4400.
+        let mut garbage = Client::connect(&app.address, None).await;
+        garbage.send(json!({"type": "launch"})).await;
+        match garbage.receive().await {
+            Received::Close(Some(4400), _) => {}
+            other => panic!("{backend:?}: expected close 4400, got {other:?}"),
+        }
+        // connection_init twice: 4429.
+        let mut again = Client::connect(&app.address, None).await;
+        again.send(json!({"type": "connection_init"})).await;
+        match again.receive().await {
+            Received::Close(Some(4429), _) => {}
+            other => panic!("{backend:?}: expected close 4429, got {other:?}"),
+        }
+        // No connection_init within 3 s: 4408.
+        let started = std::time::Instant::now();
+        let mut silent = Client::open(&app.address, TRANSPORT_WS, None).await;
+        match silent.receive().await {
+            Received::Close(Some(4408), _) => {}
+            other => panic!("{backend:?}: expected close 4408, got {other:?}"),
+        }
+        assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+        // A ping is answered with a pong; a query over the socket answers once and completes.
+        let mut client = Client::connect(&app.address, None).await;
+        client.send(json!({"type": "ping"})).await;
+        match client.receive().await {
+            Received::Json(m) => assert_eq!(m["type"], "pong", "{m}"),
+            other => panic!("{backend:?}: expected pong, got {other:?}"),
+        }
+        client
+            .subscribe("q", "{ callStats { total } }", json!({}))
+            .await;
+        let payload = client.next_payload().await;
+        assert!(
+            payload["data"]["callStats"]["total"].is_number(),
+            "{payload}"
+        );
+        match client.receive().await {
+            Received::Json(m) => assert_eq!(
+                (m["type"].as_str(), m["id"].as_str()),
+                (Some("complete"), Some("q"))
+            ),
+            other => panic!("{backend:?}: expected complete, got {other:?}"),
+        }
+    })
+    .await;
+}

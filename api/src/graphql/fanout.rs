@@ -1,0 +1,258 @@
+//! One rendering per message, however many subscribers receive it.
+//!
+//! A dashboard's `callEvents` subscription is the same document for every
+//! open tab, so the message each tab receives for a delivery is the same
+//! bytes. Subscriptions whose document, operation and variables are equal
+//! (the variable that only carries `after` aside: it says where a feed
+//! starts, not what a message holds) share one [`Share`]: the first
+//! subscriber that needs the message for a delivery renders it (the schema
+//! resolves the selection for that one delivery, nested lists included, and
+//! serializes it) in a task of its own, and every other subscriber awaits
+//! and reuses those bytes. Where each subscriber is in the log, its filter
+//! and its lag stay its own ([`crate::bus::Feed`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+
+use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::{Executor, Request, Response, ServerError, Value, Variables};
+use futures_util::StreamExt;
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use metrics::Counter;
+
+use super::subscription::OneEvent;
+use crate::service::live::LiveEvent;
+
+/// Messages kept per share: enough for subscribers a few commits apart;
+/// one further behind renders its own.
+const KEPT: usize = 128;
+
+/// The shares of one server, by key; a share lives while a subscriber holds it.
+pub struct Shares<E> {
+    executor: E,
+    rendered: Counter,
+    shares: Mutex<HashMap<String, Weak<Share<E>>>>,
+}
+
+/// One document's rendered messages, by position in the log.
+pub struct Share<E> {
+    executor: E,
+    counted: Counter,
+    query: String,
+    operation_name: Option<String>,
+    variables: Variables,
+    rendered: Mutex<BTreeMap<i64, Shared<BoxFuture<'static, Arc<str>>>>>,
+}
+
+impl<E: Executor + Clone> Shares<E> {
+    pub fn new(executor: E, rendered: Counter) -> Self {
+        Self {
+            executor,
+            rendered,
+            shares: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The share for `request`, a `callEvents` subscription; `after` names the
+    /// variable that only carries its `after` argument, if one does.
+    pub fn get(&self, request: &Request, after: Option<&str>) -> Arc<Share<E>> {
+        let mut variables: Vec<(&str, &Value)> = request
+            .variables
+            .iter()
+            .filter(|(name, _)| Some(name.as_str()) != after)
+            .map(|(name, value)| (name.as_str(), value))
+            .collect();
+        variables.sort_unstable_by_key(|(name, _)| *name);
+        let variables = serde_json::to_string(&variables).unwrap_or_default();
+        let key = format!(
+            "{:?}\n{}\n{variables}",
+            request.operation_name, request.query
+        );
+        let mut shares = self.shares.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(share) = shares.get(&key).and_then(Weak::upgrade) {
+            return share;
+        }
+        shares.retain(|_, share| share.strong_count() > 0);
+        let share = Arc::new(Share {
+            executor: self.executor.clone(),
+            counted: self.rendered.clone(),
+            query: request.query.clone(),
+            operation_name: request.operation_name.clone(),
+            variables: request.variables.clone(),
+            rendered: Mutex::new(BTreeMap::new()),
+        });
+        shares.insert(key, Arc::downgrade(&share));
+        share
+    }
+}
+
+impl<E: Executor + Clone> Share<E> {
+    /// The message (a GraphQL response, serialized) for `event`.
+    pub async fn message(&self, event: &Arc<LiveEvent>) -> Arc<str> {
+        let seq = event.event.seq;
+        let rendering = {
+            let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+            match rendered.get(&seq) {
+                Some(rendering) => rendering.clone(),
+                None => {
+                    let rendering = self.render(event.clone());
+                    let oldest = rendered.first_key_value().map(|(s, _)| *s);
+                    // Full: forget the oldest, unless this one is older still
+                    // (a subscriber far behind: it renders for itself).
+                    if rendered.len() < KEPT || oldest.is_some_and(|o| o < seq) {
+                        if rendered.len() >= KEPT {
+                            rendered.pop_first();
+                        }
+                        rendered.insert(seq, rendering.clone());
+                    }
+                    rendering
+                }
+            }
+        };
+        rendering.await
+    }
+
+    /// Render in a task of its own: a subscriber that stalls while awaiting
+    /// it never holds up the others.
+    fn render(&self, event: Arc<LiveEvent>) -> Shared<BoxFuture<'static, Arc<str>>> {
+        let request = Request::new(self.query.clone())
+            .variables(self.variables.clone())
+            .data(OneEvent(event));
+        let request = match &self.operation_name {
+            Some(name) => request.operation_name(name.clone()),
+            None => request,
+        };
+        let executor = self.executor.clone();
+        self.counted.increment(1);
+        let task = tokio::spawn(async move {
+            let mut stream = executor.execute_stream(request, None);
+            let response = stream.next().await.unwrap_or_else(|| {
+                Response::from_errors(vec![ServerError::new("no message was rendered", None)])
+            });
+            serialize(&response)
+        });
+        async move {
+            task.await.unwrap_or_else(|err| {
+                tracing::error!(error = %err, "rendering a subscription message failed");
+                serialize(&Response::from_errors(vec![ServerError::new(
+                    "rendering this message failed",
+                    None,
+                )]))
+            })
+        }
+        .boxed()
+        .shared()
+    }
+}
+
+/// A response as the `payload` of a message.
+pub fn serialize(response: &Response) -> Arc<str> {
+    Arc::from(serde_json::to_string(response).unwrap_or_else(|err| {
+        format!(r#"{{"errors":[{{"message":"serializing a message failed: {err}"}}]}}"#)
+    }))
+}
+
+/// Whether `request` is a subscription to `callEvents` alone, whose messages
+/// can be shared: `Some(after)` with the variable that only carries its
+/// `after` argument (if any), `None` for anything else.
+pub fn shareable(request: &Request) -> Option<Option<String>> {
+    let document = async_graphql::parser::parse_query(&request.query).ok()?;
+    let operation = match (&document.operations, request.operation_name.as_deref()) {
+        (DocumentOperations::Single(op), _) => op,
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name)?,
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    if operation.node.ty != OperationType::Subscription {
+        return None;
+    }
+    let [selection] = operation.node.selection_set.node.items.as_slice() else {
+        return None;
+    };
+    let Selection::Field(field) = &selection.node else {
+        return None;
+    };
+    if field.node.name.node != "callEvents" {
+        return None;
+    }
+    let variable = field
+        .node
+        .arguments
+        .iter()
+        .find(|(name, _)| name.node == "after")
+        .and_then(|(_, value)| value.node.to_string().strip_prefix('$').map(str::to_owned))
+        // Only when the variable is used nowhere else (its declaration and
+        // this argument): otherwise it may shape the messages.
+        .filter(|name| uses(&request.query, name) == 2);
+    Some(variable)
+}
+
+/// How often `$name` occurs in `query` as a whole variable name.
+fn uses(query: &str, name: &str) -> usize {
+    let needle = format!("${name}");
+    query
+        .match_indices(&needle)
+        .filter(|(at, _)| {
+            query[at + needle.len()..]
+                .chars()
+                .next()
+                .is_none_or(|c| !(c.is_ascii_alphanumeric() || c == '_'))
+        })
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after_variable(query: &str) -> Option<Option<String>> {
+        shareable(&Request::new(query))
+    }
+
+    #[test]
+    fn a_call_events_subscription_shares_without_its_after_variable() {
+        assert_eq!(
+            after_variable(
+                "subscription($after: String) { callEvents(after: $after) { event { id } } }"
+            ),
+            Some(Some("after".into()))
+        );
+        assert_eq!(
+            after_variable(
+                "subscription S($a: String, $c: ID) { live: callEvents(after: $a, callId: $c) { event { id } } }"
+            ),
+            Some(Some("a".into()))
+        );
+        assert_eq!(
+            after_variable("subscription { callEvents(after: \"x\") { event { id } } }"),
+            Some(None)
+        );
+    }
+
+    #[test]
+    fn a_variable_used_elsewhere_stays_in_the_key() {
+        assert_eq!(
+            after_variable(
+                "subscription($after: String) { callEvents(after: $after) { call { events(after: $after) { nodes { id } } } } }"
+            ),
+            Some(None)
+        );
+        // `$afterAll` is another variable.
+        assert_eq!(
+            uses(
+                "($after: String, $afterAll: Int) { f(after: $after) }",
+                "after"
+            ),
+            2
+        );
+    }
+
+    #[test]
+    fn other_operations_are_not_shared() {
+        assert_eq!(
+            after_variable("subscription { actionCreated { id } }"),
+            None
+        );
+        assert_eq!(after_variable("{ calls { nodes { id } } }"), None);
+        assert_eq!(after_variable("subscription {"), None);
+    }
+}
