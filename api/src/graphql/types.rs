@@ -41,6 +41,8 @@ pub enum CallStatus {
     Rescheduled,
     /// Cancelled through the platform's abort API (`call.aborted`).
     Aborted,
+    /// An answering machine answered (v2 `call.voicemail`).
+    Voicemail,
 }
 
 /// Where an action stands in a worker's inbox.
