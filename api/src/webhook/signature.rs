@@ -128,24 +128,25 @@ pub fn verify_v2(
 }
 
 /// `t=<digits>,v1=<hex>[,v1=<hex>…]`, other keys ignored: the timestamp as
-/// sent (it is signed as text) and the decoded signatures.
+/// sent (it is signed as text) and the signatures. Hex compares
+/// case-insensitively; an entry that is not hex matches nothing (it is
+/// ignored, so it cannot hide a good one beside it).
 fn parse_v2_header(header: &str) -> Result<(&str, Vec<Vec<u8>>), SignatureError> {
     let mut t = None;
+    let mut entries = 0;
     let mut signatures = Vec::new();
     for part in header.split(',') {
         match part.trim().split_once('=') {
             Some(("t", value)) => t = Some(value),
             Some(("v1", value)) => {
-                // Hex compares case-insensitively; undecodable hex matches nothing.
-                signatures.push(hex::decode(value).map_err(|_| SignatureError::Mismatch)?);
+                entries += 1;
+                signatures.extend(hex::decode(value).ok());
             }
             _ => {}
         }
     }
     match t {
-        Some(t)
-            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && !signatures.is_empty() =>
-        {
+        Some(t) if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) && entries > 0 => {
             Ok((t, signatures))
         }
         _ => Err(SignatureError::Malformed),
@@ -344,6 +345,8 @@ mod tests {
             v2("t=1785057398,v1=zz", VECTOR_BODY, VECTOR_T),
             Err(SignatureError::Mismatch)
         );
+        let beside_junk = VECTOR_HEADER.replace(",v1=", ",v1=zz,v1=");
+        assert_eq!(v2(&beside_junk, VECTOR_BODY, VECTOR_T), Ok(true));
         assert_eq!(
             verify_v2(None, None, VECTOR_BODY, 0, FIVE_MINUTES),
             Ok(false)
