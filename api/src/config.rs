@@ -81,7 +81,9 @@ pub struct Config {
     pub listen: SocketAddr,
 
     /// Webhook secrets, comma-separated: `pk_…:sk_…` pairs and/or bare secrets
-    /// (several = rotation). None: unsigned deliveries are accepted (a warning is logged).
+    /// such as `whsec_…` (several = rotation). v1 deliveries pick theirs by
+    /// `x-public-key`; v2 deliveries may be signed by any of them. None:
+    /// unsigned deliveries are accepted (a warning is logged).
     #[arg(
         long,
         env = "CALLTRAIL_WEBHOOK_SECRETS",
@@ -89,6 +91,16 @@ pub struct Config {
         hide_env_values = true
     )]
     pub webhook_secrets: Option<WebhookSecrets>,
+
+    /// How far a v2 signature's timestamp (`X-Mirai-Signature: t=…`) may be
+    /// from now, either way, before the delivery is refused as a replay
+    /// (`300`, `90s`, `5m`).
+    #[arg(long, env = "CALLTRAIL_WEBHOOK_TOLERANCE", default_value = "300", value_parser = parse_duration, global = true)]
+    pub webhook_tolerance: Duration,
+
+    /// What "now" is for the signature window (tests fix it).
+    #[arg(skip)]
+    pub clock: Clock,
 
     /// When set, GraphQL requires `Authorization: Bearer <token>`.
     #[arg(
@@ -222,6 +234,25 @@ pub enum SqliteSynchronous {
     Normal,
 }
 
+/// The clock v2 signature timestamps are checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Clock {
+    #[default]
+    System,
+    /// Always this Unix time, in seconds.
+    Fixed(i64),
+}
+
+impl Clock {
+    /// Now, in Unix seconds.
+    pub fn unix_now(self) -> i64 {
+        match self {
+            Self::System => chrono::Utc::now().timestamp(),
+            Self::Fixed(t) => t,
+        }
+    }
+}
+
 /// A string that never shows in `Debug` output or logs.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -308,6 +339,16 @@ mod tests {
         assert_eq!(s.entries[1], (None, Secret("sk_b".into())));
         assert!(!format!("{s:?}").contains("sk_"));
         assert!("pk_a:".parse::<WebhookSecrets>().is_err());
+    }
+
+    #[test]
+    fn the_signature_tolerance_defaults_to_300_seconds_and_reads_units() {
+        let default = Cli::parse_from(["calltrail"]).config;
+        assert_eq!(default.webhook_tolerance, Duration::from_secs(300));
+        assert_eq!(default.clock, Clock::System);
+        let set = Cli::parse_from(["calltrail", "--webhook-tolerance", "2m"]).config;
+        assert_eq!(set.webhook_tolerance, Duration::from_secs(120));
+        assert_eq!(Clock::Fixed(42).unix_now(), 42);
     }
 
     #[test]

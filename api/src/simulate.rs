@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::{Args, ValueEnum};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::config::WebhookSecrets;
-use crate::webhook::sign;
+use crate::webhook::{V2_HEADER, sign, sign_v2};
 
 #[derive(Clone, Debug, Args)]
 pub struct SimulateArgs {
@@ -32,15 +32,42 @@ pub struct SimulateArgs {
     /// Calls in flight at once (each sends its deliveries in order).
     #[arg(long, env = "CALLTRAIL_SIMULATE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
-    /// Sign with this secret: `pk_…:sk_…` (sends x-public-key) or a bare secret.
+    /// Sign with this secret: `pk_…:sk_…` (v1 also sends x-public-key) or a bare secret (`whsec_…`).
     #[arg(long, env = "CALLTRAIL_SIMULATE_SECRET", hide_env_values = true)]
     pub secret: Option<WebhookSecrets>,
+    /// The platform's webhook format to send: `v1` (signed with x-signature) or
+    /// `v2` (signed with X-Mirai-Signature, timestamped now).
+    #[arg(
+        long,
+        env = "CALLTRAIL_SIMULATE_FORMAT",
+        value_enum,
+        default_value = "v1"
+    )]
+    pub format: WireFormat,
     /// Seed of the generator: the same seed sends the same calls (default: random).
     #[arg(long, env = "CALLTRAIL_SIMULATE_SEED")]
     pub seed: Option<u64>,
     /// Send at most this many deliveries per second, over all calls (default: as fast as answered).
     #[arg(long, env = "CALLTRAIL_SIMULATE_RATE")]
     pub rate: Option<f64>,
+}
+
+/// The wire format `simulate` sends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum WireFormat {
+    #[default]
+    V1,
+    V2,
+}
+
+impl WireFormat {
+    /// The deliveries of call `index` of a run in this format.
+    pub fn lifecycle(self, seed: u64, index: usize) -> Vec<Vec<u8>> {
+        match self {
+            Self::V1 => lifecycle(seed, index),
+            Self::V2 => lifecycle_v2(seed, index),
+        }
+    }
 }
 
 /// What a run did, as the closing summary prints it.
@@ -72,8 +99,8 @@ impl Summary {
 pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!(
-        "simulate: {} calls, concurrency {}, seed {seed}, to {}",
-        args.calls, args.concurrency, args.url
+        "simulate: {} calls ({:?}), concurrency {}, seed {seed}, to {}",
+        args.calls, args.format, args.concurrency, args.url
     );
     let summary = send(&args, seed).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -135,7 +162,7 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                     if i >= args.calls {
                         break;
                     }
-                    for body in lifecycle(seed, i) {
+                    for body in args.format.lifecycle(seed, i) {
                         if let Some(rate) = args.rate {
                             // Global pacing: the n-th delivery leaves at n / rate seconds.
                             let n = paced.fetch_add(1, Ordering::Relaxed);
@@ -144,7 +171,8 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                             )
                             .await;
                         }
-                        post(&client, &endpoint, args.secret.as_ref(), body, &mut mine).await;
+                        let signing = (args.format, args.secret.as_ref());
+                        post(&client, &endpoint, signing, body, &mut mine).await;
                     }
                     progress.inc(1);
                 }
@@ -170,17 +198,24 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
 async fn post(
     client: &reqwest::Client,
     endpoint: &str,
-    secret: Option<&WebhookSecrets>,
+    (format, secret): (WireFormat, Option<&WebhookSecrets>),
     body: Vec<u8>,
     into: &mut Summary,
 ) {
     let mut request = client
         .post(endpoint)
         .header("content-type", "application/json");
-    if let Some((pk, sk)) = secret.and_then(|s| s.entries.first()) {
-        request = request.header("x-signature", sign(&sk.0, &body));
-        if let Some(pk) = pk {
-            request = request.header("x-public-key", pk);
+    match (format, secret.and_then(|s| s.entries.first())) {
+        (_, None) => {}
+        (WireFormat::V1, Some((pk, sk))) => {
+            request = request.header("x-signature", sign(&sk.0, &body));
+            if let Some(pk) = pk {
+                request = request.header("x-public-key", pk);
+            }
+        }
+        (WireFormat::V2, Some((_, sk))) => {
+            let now = Utc::now().timestamp();
+            request = request.header(V2_HEADER, sign_v2(&sk.0, now, &body));
         }
     }
     let started = Instant::now();
@@ -389,6 +424,117 @@ impl Builder {
     }
 }
 
+/// Call `index` of a run in the v2 format: one attempt, one terminal event.
+/// Event ids are deterministic in (seed, index), so a rerun with the same
+/// seed is all duplicates, as with v1. The mix: answered calls, no answers,
+/// busy lines, voicemail, carrier failures, ring timeouts and aborts.
+pub fn lifecycle_v2(seed: u64, index: usize) -> Vec<Vec<u8>> {
+    let mut rng = StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let agent =
+        ["agt_order_confirm", "agt_cart_recovery", "agt_cod_verify"][rng.random_range(0..3)];
+    let mut v2 = V2Builder {
+        event_prefix: format!("evt_sim-{seed:x}-{index}"),
+        call: json!({
+            "id": format!("call_sim-{seed:x}-{index}"),
+            "object": "call",
+            "agent_id": agent,
+            "to": format!("+9198{:08}", rng.random_range(0..100_000_000u32)),
+            "status": "queued",
+            "ended_reason": null,
+            "started_at": null,
+            "ended_at": null,
+            "duration_secs": null,
+            "cost": null,
+        }),
+        out: Vec::new(),
+        clock: DateTime::from_timestamp(1_795_000_000 + index as i64 * 7, 0).expect("valid time"),
+    };
+    v2.event("call.queued", json!({}));
+    let roll = rng.random_range(0..100);
+    let failure = |status: &str, reason: &str| json!({"status": status, "ended_reason": reason, "cost": {"amount_inr": 0.0, "per_min_inr": PER_MIN_INR}});
+    match roll {
+        0..=54 => {
+            let started = v2.at(5);
+            v2.event(
+                "call.started",
+                json!({"status": "in_progress", "started_at": started}),
+            );
+            let duration = rng.random_range(20..300);
+            let ended = v2.at(duration);
+            let reason = ["customer_ended_call", "assistant_ended_call"][rng.random_range(0..2)];
+            v2.event(
+                "call.completed",
+                json!({"status": "completed", "ended_reason": reason, "started_at": started,
+                       "ended_at": ended, "duration_secs": duration, "cost": cost(duration)}),
+            );
+        }
+        55..=69 => v2.event(
+            "call.failed",
+            failure("no_answer", "customer_did_not_answer"),
+        ),
+        70..=77 => v2.event("call.failed", failure("busy", "customer_busy")),
+        78..=84 => {
+            let started = v2.at(6);
+            v2.event(
+                "call.started",
+                json!({"status": "in_progress", "started_at": started}),
+            );
+            let duration = rng.random_range(8..30);
+            let ended = v2.at(duration);
+            v2.event(
+                "call.voicemail",
+                json!({"status": "voicemail", "ended_reason": "voicemail_detected", "started_at": started,
+                       "ended_at": ended, "duration_secs": duration, "cost": cost(duration)}),
+            );
+        }
+        85..=89 => v2.event("call.failed", failure("failed", "carrier_error")),
+        90..=94 => v2.event("call.failed", failure("timeout", "ring_timeout")),
+        _ => v2.event(
+            "call.aborted",
+            json!({"status": "aborted", "ended_reason": "aborted_via_api"}),
+        ),
+    }
+    v2.out
+}
+
+/// The simulated v2 price of a minute, in rupees.
+const PER_MIN_INR: f64 = 2.4;
+
+/// The v2 cost of a call of `seconds`, to the paisa.
+fn cost(seconds: i64) -> Value {
+    let amount = (seconds as f64 / 60.0 * PER_MIN_INR * 100.0).round() / 100.0;
+    json!({"amount_inr": amount, "per_min_inr": PER_MIN_INR})
+}
+
+struct V2Builder {
+    event_prefix: String,
+    /// The call object as it stands; each event sends it whole.
+    call: Value,
+    out: Vec<Vec<u8>>,
+    clock: DateTime<Utc>,
+}
+
+impl V2Builder {
+    fn at(&mut self, seconds: i64) -> String {
+        self.clock += chrono::Duration::seconds(seconds);
+        self.clock
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+
+    fn event(&mut self, event_type: &str, changes: Value) {
+        self.call = std::mem::take(&mut self.call).merged(changes);
+        let created_at = self.at(1);
+        let body = json!({
+            "id": format!("{}-{}", self.event_prefix, self.out.len()),
+            "type": event_type,
+            "created_at": created_at,
+            "data": {"call": self.call},
+        });
+        self.out
+            .push(serde_json::to_vec(&body).expect("JSON serializes"));
+    }
+}
+
 fn status_word(event_type: &str) -> &'static str {
     match event_type {
         "call.initiate" => "initiate",
@@ -443,5 +589,36 @@ mod tests {
             lifecycle(7, 3),
             "deterministic per seed and index"
         );
+    }
+
+    #[test]
+    fn generated_v2_lifecycles_parse_as_v2_and_end_in_one_attempt() {
+        use crate::domain::{CallStatus, Format};
+        let mut statuses = std::collections::HashSet::new();
+        for i in 0..300 {
+            let bodies = lifecycle_v2(7, i);
+            let mut p = Projection::default();
+            for body in &bodies {
+                let d = parse(body).unwrap();
+                assert_eq!(
+                    (d.format, d.kind == EventKind::Unknown),
+                    (Format::V2, false)
+                );
+                p.accept(d, Utc::now(), true);
+            }
+            let id = parse(&bodies[0]).unwrap().call_id.unwrap();
+            let call = p.call(&id).unwrap();
+            assert!(call.lifecycle_ended, "call {i}");
+            assert_eq!(call.current.number, 1);
+            assert!(call.to.as_deref().is_some_and(|to| to.starts_with("+91")));
+            statuses.insert(call.status());
+        }
+        assert_eq!(
+            statuses.len(),
+            7,
+            "every terminal status is simulated: {statuses:?}"
+        );
+        assert!(statuses.contains(&CallStatus::Voicemail));
+        assert_eq!(lifecycle_v2(7, 3), lifecycle_v2(7, 3));
     }
 }

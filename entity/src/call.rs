@@ -25,6 +25,18 @@ pub struct Model {
     pub success: Option<bool>,
     /// Sum of the credits of every analysis; null until one arrives.
     pub credits_used: Option<f64>,
+    /// The number dialled, E.164 (v2 `to`; `to` is a reserved word in SQL).
+    pub to_number: Option<String>,
+    /// The platform's agent that placed the call (v2).
+    pub agent_id: Option<String>,
+    /// Why the call ended, the platform's word (v2).
+    pub ended_reason: Option<String>,
+    /// What the call cost (v2 `cost.amount_inr`), in `cost_currency`.
+    pub cost_amount: Option<f64>,
+    /// Price per minute (v2 `cost.per_min_inr`), in `cost_currency`.
+    pub cost_per_minute: Option<f64>,
+    /// ISO 4217 currency of the cost (`INR`); null when no cost is known.
+    pub cost_currency: Option<String>,
     /// Arrival of the first delivery.
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

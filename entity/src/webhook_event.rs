@@ -13,15 +13,18 @@ pub struct Model {
     /// `WebhookEvent.cursor` encodes it.
     pub seq: i64,
     pub received_at: DateTimeUtc,
-    /// `v1` (or `v2` later): the upstream wire format.
+    /// `v1` or `v2`: the upstream wire format.
     pub format: String,
     /// `event.type` as sent, also for types calltrail does not know.
     pub event_type: String,
     pub call_id: Option<String>,
     /// The attempt the delivery was applied to (its dedupe scope).
     pub attempt_number: Option<i32>,
-    /// Hex SHA-256 of the raw body (v1).
+    /// What makes two deliveries one: v1, hex SHA-256 of the raw body (scoped
+    /// to the call's attempt); v2, `v2:` and the event id.
     pub dedupe_key: String,
+    /// The platform's event id (v2 `id`, unique); null for v1.
+    pub upstream_id: Option<String>,
     pub signature_verified: bool,
     pub recognized: bool,
     /// `applied`, `unrecognized` or `no_call` (recognized, but nothing to attach it to).

@@ -10,6 +10,7 @@ mod m20261127_000003_create_attempt;
 mod m20261127_000004_create_analysis;
 mod m20261127_000005_create_action;
 mod m20261127_000006_webhook_event_seq;
+mod m20261127_000007_v2_webhooks;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000004_create_analysis::Migration),
             Box::new(m20261127_000005_create_action::Migration),
             Box::new(m20261127_000006_webhook_event_seq::Migration),
+            Box::new(m20261127_000007_v2_webhooks::Migration),
         ]
     }
 }

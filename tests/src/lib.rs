@@ -199,6 +199,20 @@ impl TestApp {
         self.post_with(body, &headers).await
     }
 
+    /// POST a v2 delivery with `X-Mirai-Signature` made with `secret` at `t` (Unix seconds).
+    pub async fn post_signed_v2(&self, body: impl Into<Vec<u8>>, secret: &str, t: i64) -> Answer {
+        let body = body.into();
+        let signature = calltrail::webhook::sign_v2(secret, t, &body);
+        self.post_with(
+            body,
+            &[
+                ("content-type", "application/json"),
+                (calltrail::webhook::V2_HEADER, signature.as_str()),
+            ],
+        )
+        .await
+    }
+
     pub async fn post_with(&self, body: Vec<u8>, headers: &[(&str, &str)]) -> Answer {
         let mut request = self
             .client

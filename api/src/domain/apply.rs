@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 
-use super::{ACTION_PENDING, CallFields, CallStatus, Delivery, EventKind};
+use super::{ACTION_PENDING, CallFields, CallStatus, Cost, Delivery, EventKind};
 
 /// A call as the projection needs it: the call row and its latest attempt
 /// (every delivery applies to the latest attempt, so older ones never change).
@@ -24,6 +24,14 @@ pub struct CallState {
     /// `success` of the latest analysis.
     pub success: Option<bool>,
     pub credits_used: Option<f64>,
+    /// The number dialled (v2 `to`).
+    pub to: Option<String>,
+    /// The platform's agent that placed the call (v2 `agent_id`).
+    pub agent_id: Option<String>,
+    /// Why the call ended (v2 `ended_reason`).
+    pub ended_reason: Option<String>,
+    /// What the call cost (v2 `cost`), as last reported.
+    pub cost: Option<Cost>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub last_event_at: DateTime<Utc>,
@@ -137,6 +145,10 @@ impl CallState {
             lifecycle_ended: false,
             success: None,
             credits_used: None,
+            to: None,
+            agent_id: None,
+            ended_reason: None,
+            cost: None,
             created_at: now,
             updated_at: now,
             last_event_at: now,
@@ -150,7 +162,8 @@ impl CallState {
 
     /// The attempt a delivery of this kind belongs to: `call.initiate` opens
     /// the next one once the current attempt has an outcome (and the
-    /// lifecycle has not ended); everything else belongs to the current one.
+    /// lifecycle has not ended); everything else belongs to the current one,
+    /// every v2 delivery included (v2 makes one attempt per call).
     pub fn target_attempt(&self, kind: EventKind) -> i32 {
         if self.opens_attempt(kind) {
             self.current.number + 1
@@ -186,12 +199,17 @@ impl CallState {
             attempt.advance(status);
             attempt.connected |= d.kind.connects();
             self.lift_attempt_fields();
+            self.take_call_fields(&d.call);
         }
 
         let effect = match d.kind {
             EventKind::EndOfCall => Effect::Analysis(self.take_analysis(d, now)),
             EventKind::LifecycleEnded => {
                 self.end_lifecycle(d);
+                Effect::None
+            }
+            EventKind::Terminal(status) => {
+                self.end_v2_lifecycle(d, status);
                 Effect::None
             }
             EventKind::Action => Effect::Action(self.action(d, now)),
@@ -208,6 +226,19 @@ impl CallState {
         fill(&mut self.duration_seconds, &a.duration_seconds);
         fill(&mut self.recording_url, &a.recording_url);
         fill(&mut self.detail_url, &a.detail_url);
+    }
+
+    /// Fields only the call has (v2's): taken when sent, never cleared.
+    fn take_call_fields(&mut self, f: &CallFields) {
+        fill(&mut self.to, &f.to);
+        fill(&mut self.agent_id, &f.agent_id);
+        fill(&mut self.ended_reason, &f.ended_reason);
+        if let Some(cost) = &f.cost {
+            let slot = self.cost.get_or_insert_with(|| cost.clone());
+            fill(&mut slot.amount, &cost.amount);
+            fill(&mut slot.per_minute, &cost.per_minute);
+            slot.currency.clone_from(&cost.currency);
+        }
     }
 
     fn take_analysis(&mut self, d: &Delivery, now: DateTime<Utc>) -> AnalysisRow {
@@ -245,6 +276,22 @@ impl CallState {
             fill(&mut self.rescheduled_count, &report.rescheduled_count);
             fill(&mut self.final_status, &report.final_status);
         }
+    }
+
+    /// A v2 terminal event is also the call's final report: v2 sends exactly
+    /// one per call and never retries or reschedules, so no attempt follows,
+    /// and the counts are zero. The final status is the platform's word
+    /// (`completed`, `no_answer`, …), or the status when it sent none.
+    fn end_v2_lifecycle(&mut self, d: &Delivery, status: CallStatus) {
+        self.lifecycle_ended = true;
+        self.re_attempt_count = Some(0);
+        self.rescheduled_count = Some(0);
+        self.final_status = Some(
+            d.call
+                .status
+                .clone()
+                .unwrap_or_else(|| status.as_str().to_lowercase()),
+        );
     }
 
     fn action(&self, d: &Delivery, now: DateTime<Utc>) -> ActionRow {
@@ -402,6 +449,92 @@ mod tests {
         call.apply(&delivery("call.initiate", ""), at(7));
         call.apply(&eoc(1.2), at(8));
         assert_eq!((call.credits_used, call.success), (Some(4.2), Some(true)));
+    }
+
+    fn v2(kind: &str, call: &str) -> Delivery {
+        let body = format!(
+            r#"{{"id":"evt_{kind}","type":"{kind}","data":{{"call":{{"id":"c1"{call}}}}}}}"#
+        );
+        parse(body.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_v2_terminal_event_ends_the_lifecycle_as_its_final_report() {
+        let mut call = CallState::new("c1".into(), at(0));
+        call.apply(&v2("call.queued", r#","status":"queued""#), at(1));
+        call.apply(&v2("call.failed", r#","status":"no_answer""#), at(2));
+        assert_eq!(call.status(), CallStatus::NoAnswer);
+        assert!(call.lifecycle_ended);
+        assert_eq!(
+            (
+                call.re_attempt_count,
+                call.rescheduled_count,
+                call.final_status.as_deref()
+            ),
+            (Some(0), Some(0), Some("no_answer"))
+        );
+        assert!(!call.current.connected);
+    }
+
+    #[test]
+    fn a_late_v2_queued_never_opens_a_second_attempt() {
+        let mut call = CallState::new("c1".into(), at(0));
+        call.apply(&v2("call.completed", r#","status":"completed""#), at(1));
+        call.apply(&v2("call.queued", r#","status":"queued""#), at(2));
+        call.apply(&v2("call.started", r#","status":"in_progress""#), at(3));
+        assert_eq!(
+            (call.current.number, call.status(), call.current.connected),
+            (1, CallStatus::Completed, true)
+        );
+    }
+
+    #[test]
+    fn voicemail_is_an_outcome_and_not_a_connection() {
+        let mut call = CallState::new("c1".into(), at(0));
+        call.apply(&v2("call.queued", ""), at(1));
+        call.apply(&v2("call.voicemail", ""), at(2));
+        assert_eq!(call.status(), CallStatus::Voicemail);
+        assert!(call.status().is_outcome() && !call.current.connected);
+        assert_eq!(
+            call.final_status.as_deref(),
+            Some("voicemail"),
+            "the status when none is sent"
+        );
+    }
+
+    #[test]
+    fn v2_call_fields_are_taken_when_sent_and_never_cleared() {
+        let mut call = CallState::new("c1".into(), at(0));
+        call.apply(
+            &v2(
+                "call.queued",
+                r#","to":"+919812345678","agent_id":"agt_1","cost":null"#,
+            ),
+            at(1),
+        );
+        call.apply(
+            &v2(
+                "call.completed",
+                r#","ended_reason":"customer_ended_call","duration_secs":90,"cost":{"amount_inr":3.6,"per_min_inr":2.4}"#,
+            ),
+            at(2),
+        );
+        call.apply(
+            &v2("call.started", r#","to":null,"cost":{"per_min_inr":2.5}"#),
+            at(3),
+        );
+        assert_eq!(call.to.as_deref(), Some("+919812345678"));
+        assert_eq!(call.agent_id.as_deref(), Some("agt_1"));
+        assert_eq!(call.ended_reason.as_deref(), Some("customer_ended_call"));
+        assert_eq!(call.duration_seconds, Some(90.0));
+        assert_eq!(
+            call.cost,
+            Some(Cost {
+                amount: Some(3.6),
+                per_minute: Some(2.5),
+                currency: "INR".into()
+            })
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@ mod projection;
 
 pub use apply::{ActionRow, AnalysisRow, AttemptState, CallState, Effect};
 pub use parse::{
-    ActionFields, AnalysisFields, CallFields, Credits, Delivery, Format, ParseError, Report, parse,
+    ActionFields, AnalysisFields, CallFields, Cost, Credits, Delivery, Format, ParseError, Report,
+    parse,
 };
 pub use projection::{Changes, Decision, EventRef, NewEvent, Projection, StoredEvent};
 
@@ -31,10 +32,12 @@ pub enum CallStatus {
     Skip,
     Rescheduled,
     Aborted,
+    /// An answering machine answered (v2 `call.voicemail`).
+    Voicemail,
 }
 
 impl CallStatus {
-    pub const ALL: [CallStatus; 12] = [
+    pub const ALL: [CallStatus; 13] = [
         Self::Initiate,
         Self::InProgress,
         Self::Ended,
@@ -47,6 +50,7 @@ impl CallStatus {
         Self::Skip,
         Self::Rescheduled,
         Self::Aborted,
+        Self::Voicemail,
     ];
 
     /// Position in the forward-only order: INITIATE < IN_PROGRESS < ENDED <
@@ -81,6 +85,7 @@ impl CallStatus {
             Self::Skip => "SKIP",
             Self::Rescheduled => "RESCHEDULED",
             Self::Aborted => "ABORTED",
+            Self::Voicemail => "VOICEMAIL",
         }
     }
 
@@ -95,7 +100,7 @@ impl fmt::Display for CallStatus {
     }
 }
 
-/// What an upstream `event.type` means to calltrail.
+/// What an upstream event type means to calltrail (v1 `event.type`, v2 `type`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum EventKind {
     Initiate,
@@ -113,6 +118,13 @@ pub enum EventKind {
     Rescheduled,
     Aborted,
     Action,
+    /// v2 `call.queued`: queued and dialing (INITIATE). v2 makes one attempt
+    /// per call, so unlike `call.initiate` it never opens another.
+    Queued,
+    /// A v2 terminal event (`call.completed`, `call.voicemail`, `call.failed`,
+    /// `call.aborted`): the attempt's outcome, and the end of the call's
+    /// lifecycle (v2 sends exactly one per call and never retries).
+    Terminal(CallStatus),
     /// A type calltrail does not know: kept in the raw log, no other effect.
     Unknown,
 }
@@ -139,11 +151,30 @@ impl EventKind {
         }
     }
 
+    /// A v2 `type`; `status` is `data.call.status`, which says what a
+    /// `call.failed` was (an unknown word reads as FAILED).
+    pub fn from_v2(event_type: &str, status: Option<&str>) -> Self {
+        match event_type {
+            "call.queued" => Self::Queued,
+            "call.started" => Self::InProgress,
+            "call.completed" => Self::Terminal(CallStatus::Completed),
+            "call.voicemail" => Self::Terminal(CallStatus::Voicemail),
+            "call.failed" => Self::Terminal(match status {
+                Some("no_answer") => CallStatus::NoAnswer,
+                Some("busy") => CallStatus::Busy,
+                Some("timeout") => CallStatus::Timeout,
+                _ => CallStatus::Failed,
+            }),
+            "call.aborted" => Self::Terminal(CallStatus::Aborted),
+            _ => Self::Unknown,
+        }
+    }
+
     /// The attempt status this event moves towards, if any. `end-of-call`
     /// means the conversation was processed, so it implies COMPLETED.
     pub fn status(self) -> Option<CallStatus> {
         Some(match self {
-            Self::Initiate => CallStatus::Initiate,
+            Self::Initiate | Self::Queued => CallStatus::Initiate,
             Self::InProgress => CallStatus::InProgress,
             Self::Ended => CallStatus::Ended,
             Self::Completed | Self::EndOfCall => CallStatus::Completed,
@@ -155,15 +186,22 @@ impl EventKind {
             Self::Skip => CallStatus::Skip,
             Self::Rescheduled => CallStatus::Rescheduled,
             Self::Aborted => CallStatus::Aborted,
+            Self::Terminal(status) => status,
             Self::LifecycleEnded | Self::Action | Self::Unknown => return None,
         })
     }
 
-    /// The customer picked up (counts towards `connectRate`).
+    /// The customer picked up (counts towards `connectRate`). A v2 failure
+    /// or voicemail says nobody did; `call.started` before it still counts.
     pub fn connects(self) -> bool {
         matches!(
             self,
-            Self::InProgress | Self::Ended | Self::Completed | Self::EndOfCall | Self::Timeout
+            Self::InProgress
+                | Self::Ended
+                | Self::Completed
+                | Self::EndOfCall
+                | Self::Timeout
+                | Self::Terminal(CallStatus::Completed)
         )
     }
 }

@@ -1,7 +1,9 @@
 //! Raw bytes → [`Delivery`]. Total and pure: it refuses only what the
 //! contract says is malformed (400) and reads every optional field leniently,
 //! because the upstream envelope is additive and must never be rejected for
-//! something new in it.
+//! something new in it. Both wire formats are told apart by their shape (v1
+//! wraps the event in `event`, v2 has `type` at the top) and become the same
+//! `Delivery`.
 
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
@@ -12,14 +14,24 @@ use super::EventKind;
 /// The upstream wire format of a delivery.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
+    /// `{"metadata", "event": {"type", "data"}}`, no event id.
     V1,
+    /// `{"id", "type", "created_at", "data": {"call"}}`, the event id stable across retries.
+    V2,
 }
 
 impl Format {
     pub fn as_str(self) -> &'static str {
         match self {
             Format::V1 => "v1",
+            Format::V2 => "v2",
         }
+    }
+
+    /// The stored word (`webhook_event.format`); anything else reads as v1,
+    /// the format of every row written before v2 existed.
+    pub fn from_db(s: &str) -> Self {
+        if s == "v2" { Format::V2 } else { Format::V1 }
     }
 }
 
@@ -27,13 +39,17 @@ impl Format {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Delivery {
     pub format: Format,
-    /// Hex SHA-256 of the raw body: v1 deliveries carry no event id, so the
-    /// bytes are their identity (scoped by the projection, see CONTRACT §2).
+    /// What makes two deliveries one. v1: hex SHA-256 of the raw body (v1
+    /// carries no event id, so the bytes are its identity, scoped by the
+    /// projection, see CONTRACT §2). v2: `v2:` and the envelope `id`, stable
+    /// across retries whatever their bytes.
     pub dedupe_key: String,
-    /// `event.type` exactly as sent.
+    /// The platform's event id (v2 `id`); None for v1.
+    pub upstream_id: Option<String>,
+    /// The event type exactly as sent (v1 `event.type`, v2 `type`).
     pub event_type: String,
     pub kind: EventKind,
-    /// The platform's call id (`event.data.call.id`).
+    /// The platform's call id (v1 `event.data.call.id`, v2 `data.call.id`).
     pub call_id: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub call: CallFields,
@@ -45,14 +61,33 @@ pub struct Delivery {
     pub body: String,
 }
 
-/// Fields of `event.data.call`; absent, null and ill-typed all read as `None`.
+/// Fields of the call object (v1 `event.data.call`, v2 `data.call`);
+/// absent, null and ill-typed all read as `None`. v1 has no `to`,
+/// `agent_id`, `ended_reason` or `cost`; v2 no recording or detail URL.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CallFields {
+    /// The platform's status word as sent (`completed`, `no-answer`, `no_answer`, …).
+    pub status: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub duration_seconds: Option<f64>,
     pub recording_url: Option<String>,
     pub detail_url: Option<String>,
+    /// The number dialled (E.164).
+    pub to: Option<String>,
+    pub agent_id: Option<String>,
+    /// Why the call ended, the platform's word (`customer_ended_call`, …).
+    pub ended_reason: Option<String>,
+    pub cost: Option<Cost>,
+}
+
+/// What a call cost (v2 `cost: {amount_inr, per_min_inr}`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cost {
+    pub amount: Option<f64>,
+    pub per_minute: Option<f64>,
+    /// ISO 4217; v2 prices in Indian rupees (`INR`).
+    pub currency: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -93,12 +128,14 @@ pub enum ParseError {
     MalformedJson(String),
     #[error("body must be a JSON object")]
     NotAnObject,
-    #[error("body has no `event` object")]
+    #[error("body has no `event` object (v1) and no `type` (v2)")]
     MissingEvent,
-    #[error("`event.type` is missing")]
+    #[error("the event type is missing (v1 `event.type`, v2 `type`)")]
     MissingType,
     #[error("`event.type` must be a string")]
     TypeNotString,
+    #[error("a v2 body needs an `id` string (the event id that retries share)")]
+    MissingId,
 }
 
 impl ParseError {
@@ -109,28 +146,43 @@ impl ParseError {
             Self::MissingEvent => "missing_event",
             Self::MissingType => "missing_event_type",
             Self::TypeNotString => "invalid_event_type",
+            Self::MissingId => "missing_event_id",
         }
     }
 }
 
-/// Parse one raw delivery body.
+/// Parse one raw delivery body, of either format.
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     let value: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::MalformedJson(e.to_string()))?;
     let Value::Object(root) = value else {
         return Err(ParseError::NotAnObject);
     };
-    let Some(Value::Object(event)) = root.get("event") else {
-        return Err(ParseError::MissingEvent);
-    };
-    let event_type = match event.get("type") {
-        None | Some(Value::Null) => return Err(ParseError::MissingType),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(ParseError::TypeNotString),
-    };
     // serde_json accepted the bytes, so they are UTF-8.
-    let body =
-        String::from_utf8(body.to_vec()).map_err(|e| ParseError::MalformedJson(e.to_string()))?;
+    let text =
+        || String::from_utf8(body.to_vec()).map_err(|e| ParseError::MalformedJson(e.to_string()));
+    match root.get("event") {
+        Some(Value::Object(event)) => parse_v1(&root, event, text()?),
+        _ if root.contains_key("type") => parse_v2(&root, text()?),
+        _ => Err(ParseError::MissingEvent),
+    }
+}
+
+fn event_type(container: &Map<String, Value>) -> Result<String, ParseError> {
+    match container.get("type") {
+        None | Some(Value::Null) => Err(ParseError::MissingType),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(ParseError::TypeNotString),
+    }
+}
+
+/// v1: `{"metadata", "event": {"type", "data": {"call", "analysis", …}}}`.
+fn parse_v1(
+    root: &Map<String, Value>,
+    event: &Map<String, Value>,
+    body: String,
+) -> Result<Delivery, ParseError> {
+    let event_type = event_type(event)?;
     let kind = EventKind::from_v1(&event_type);
     let data = event.get("data").and_then(Value::as_object);
     let call = data.and_then(|d| d.get("call")).and_then(Value::as_object);
@@ -183,20 +235,19 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     Ok(Delivery {
         format: Format::V1,
         dedupe_key: hex::encode(Sha256::digest(body.as_bytes())),
+        upstream_id: None,
         event_type,
         kind,
         call_id: field(call, "id").and_then(id_string),
         metadata: root.get("metadata").and_then(Value::as_object).cloned(),
         call: CallFields {
+            status: string(call, "status"),
             started_at: field(call, "startedAt").and_then(timestamp),
             ended_at: field(call, "endedAt").and_then(timestamp),
             duration_seconds: field(call, "durationSeconds").and_then(Value::as_f64),
-            recording_url: field(call, "recordingUrl")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            detail_url: field(call, "detailUrl")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            recording_url: string(call, "recordingUrl"),
+            detail_url: string(call, "detailUrl"),
+            ..CallFields::default()
         },
         analysis,
         credits,
@@ -206,9 +257,66 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
     })
 }
 
+/// v2: `{"id", "type", "created_at", "data": {"call": {"id", "object",
+/// "agent_id", "to", "status", "ended_reason", "started_at", "ended_at",
+/// "duration_secs", "cost": {"amount_inr", "per_min_inr"}}}}`. The `id` is
+/// required: it is what retries share, so it is what dedupe compares.
+fn parse_v2(root: &Map<String, Value>, body: String) -> Result<Delivery, ParseError> {
+    let event_type = event_type(root)?;
+    let id = match root.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => id.clone(),
+        _ => return Err(ParseError::MissingId),
+    };
+    let data = root.get("data").and_then(Value::as_object);
+    let call = field(data, "call").and_then(Value::as_object);
+    let status = string(call, "status");
+    let cost = field(call, "cost")
+        .and_then(Value::as_object)
+        .and_then(|c| {
+            let amount = c.get("amount_inr").and_then(Value::as_f64);
+            let per_minute = c.get("per_min_inr").and_then(Value::as_f64);
+            (amount.is_some() || per_minute.is_some()).then(|| Cost {
+                amount,
+                per_minute,
+                currency: "INR".to_owned(),
+            })
+        });
+    Ok(Delivery {
+        format: Format::V2,
+        dedupe_key: format!("v2:{id}"),
+        upstream_id: Some(id),
+        kind: EventKind::from_v2(&event_type, status.as_deref()),
+        event_type,
+        call_id: field(call, "id").and_then(id_string),
+        metadata: None,
+        call: CallFields {
+            status,
+            started_at: field(call, "started_at").and_then(timestamp),
+            ended_at: field(call, "ended_at").and_then(timestamp),
+            duration_seconds: field(call, "duration_secs").and_then(Value::as_f64),
+            recording_url: None,
+            detail_url: None,
+            to: string(call, "to"),
+            agent_id: string(call, "agent_id"),
+            ended_reason: string(call, "ended_reason"),
+            cost,
+        },
+        analysis: None,
+        credits: None,
+        report: None,
+        action: None,
+        body,
+    })
+}
+
 /// `obj[key]`, with null read as absent.
 fn field<'a>(obj: Option<&'a Map<String, Value>>, key: &str) -> Option<&'a Value> {
     obj.and_then(|o| o.get(key)).filter(|v| !v.is_null())
+}
+
+/// `obj[key]` when it is a string.
+fn string(obj: Option<&Map<String, Value>>, key: &str) -> Option<String> {
+    field(obj, key).and_then(Value::as_str).map(str::to_owned)
 }
 
 /// Call ids are strings; a number is taken as its text, anything else ignored.
@@ -371,6 +479,152 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_v2_fixture_line_parses_as_v2_with_its_event_id_and_a_known_type() {
+        for file in [
+            "v2/completed.jsonl",
+            "v2/voicemail.jsonl",
+            "v2/failed.jsonl",
+            "v2/aborted.jsonl",
+        ] {
+            for line in lines(file) {
+                let d = parse(&line).expect("fixture parses");
+                assert_eq!(d.format, Format::V2, "{file}");
+                assert_ne!(d.kind, EventKind::Unknown, "{file}: {}", d.event_type);
+                let id = d.upstream_id.clone().unwrap();
+                assert!(id.starts_with("evt_"), "{file}");
+                assert_eq!(d.dedupe_key, format!("v2:{id}"));
+                assert!(d.call_id.as_deref().is_some_and(|c| c.starts_with("call_")));
+                assert_eq!(d.body.as_bytes(), &line[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn v2_types_map_to_kinds_and_failures_to_their_status() {
+        use crate::domain::CallStatus as S;
+        let kinds: Vec<_> = lines("v2/failed.jsonl")
+            .iter()
+            .map(|l| parse(l).unwrap().kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Queued,
+                EventKind::Terminal(S::NoAnswer),
+                EventKind::Queued,
+                EventKind::Terminal(S::Busy),
+                EventKind::Queued,
+                EventKind::Terminal(S::Failed),
+                EventKind::Queued,
+                EventKind::Terminal(S::Timeout),
+            ]
+        );
+        for (file, last) in [
+            ("v2/completed.jsonl", S::Completed),
+            ("v2/voicemail.jsonl", S::Voicemail),
+            ("v2/aborted.jsonl", S::Aborted),
+        ] {
+            let l = lines(file);
+            assert_eq!(
+                parse(l.last().unwrap()).unwrap().kind,
+                EventKind::Terminal(last)
+            );
+        }
+        assert_eq!(
+            parse(&lines("v2/completed.jsonl")[1]).unwrap().kind,
+            EventKind::InProgress
+        );
+        let odd = parse(br#"{"id":"evt_1","type":"call.failed","data":{"call":{"id":"c","status":"exploded"}}}"#).unwrap();
+        assert_eq!(odd.kind, EventKind::Terminal(S::Failed));
+        let unknown = parse(&fixture("v2/unknown-type.json")).unwrap();
+        assert_eq!(
+            (unknown.kind, unknown.format),
+            (EventKind::Unknown, Format::V2)
+        );
+    }
+
+    #[test]
+    fn v2_call_fields_are_read() {
+        let completed = parse(&lines("v2/completed.jsonl")[2]).unwrap();
+        let c = &completed.call;
+        assert_eq!(c.status.as_deref(), Some("completed"));
+        assert_eq!(c.to.as_deref(), Some("+919812345678"));
+        assert_eq!(
+            c.agent_id.as_deref(),
+            Some("agt_01JX8M2Q4R6T8V0W2Y4Z6A8B0C")
+        );
+        assert_eq!(c.ended_reason.as_deref(), Some("customer_ended_call"));
+        assert_eq!(c.duration_seconds, Some(157.0));
+        assert_eq!(
+            c.started_at.unwrap().to_rfc3339(),
+            "2026-11-20T10:00:04+00:00"
+        );
+        assert_eq!(
+            c.ended_at.unwrap().to_rfc3339(),
+            "2026-11-20T10:02:41+00:00"
+        );
+        assert_eq!(
+            c.cost,
+            Some(Cost {
+                amount: Some(6.54),
+                per_minute: Some(2.5),
+                currency: "INR".into()
+            })
+        );
+        assert_eq!(
+            (completed.metadata, c.recording_url.as_deref()),
+            (None, None)
+        );
+        let queued = parse(&lines("v2/completed.jsonl")[0]).unwrap();
+        assert_eq!((queued.call.cost, queued.call.started_at), (None, None));
+    }
+
+    #[test]
+    fn a_v2_retry_with_other_bytes_has_the_same_dedupe_key() {
+        let first = parse(&lines("v2/completed.jsonl")[2]).unwrap();
+        let retry = parse(&fixture("v2/completed-retry.json")).unwrap();
+        assert_ne!(first.body, retry.body);
+        assert_eq!(retry.dedupe_key, first.dedupe_key);
+        assert_eq!((retry.kind, retry.call), (first.kind, first.call));
+    }
+
+    #[test]
+    fn the_published_test_vector_parses() {
+        let raw = fixture("v2/test-vector.json");
+        assert_eq!(raw.len(), 177);
+        let d = parse(&raw).unwrap();
+        assert_eq!(
+            (d.upstream_id.as_deref(), d.call_id.as_deref()),
+            (
+                Some("evt_01JZQ9C5N9P4R7S3T6V8W2X4YB"),
+                Some("call_01JZQ9B4M8N3P6R2S5T7V9W1YA")
+            )
+        );
+        assert_eq!(
+            d.kind,
+            EventKind::Terminal(crate::domain::CallStatus::Completed)
+        );
+    }
+
+    #[test]
+    fn malformed_v2_envelopes_are_refused_with_their_reason() {
+        for (body, error) in [
+            (
+                &br#"{"type":"call.queued","data":{}}"#[..],
+                ParseError::MissingId,
+            ),
+            (br#"{"id":7,"type":"call.queued"}"#, ParseError::MissingId),
+            (br#"{"id":"","type":"call.queued"}"#, ParseError::MissingId),
+            (br#"{"id":"evt_1","type":null}"#, ParseError::MissingType),
+            (br#"{"id":"evt_1","type":5}"#, ParseError::TypeNotString),
+            (br#"{"id":"evt_1","data":{}}"#, ParseError::MissingEvent),
+        ] {
+            assert_eq!(parse(body), Err(error), "{}", String::from_utf8_lossy(body));
+        }
+        assert_eq!(ParseError::MissingId.code(), "missing_event_id");
+    }
+
     fn arb_json() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
             Just(Value::Null),
@@ -388,6 +642,8 @@ mod tests {
                 Just("id".to_owned()),
                 Just("metadata".to_owned()),
                 Just("analysis".to_owned()),
+                Just("status".to_owned()),
+                Just("cost".to_owned()),
                 "[a-z]{1,6}",
             ];
             prop_oneof![

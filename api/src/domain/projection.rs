@@ -1,6 +1,7 @@
-//! A batch of deliveries applied in memory: dedupe (CONTRACT §2: bytes scoped
-//! to the call's current attempt, or to the whole call once its lifecycle
-//! ended) and the lifecycle rules, over states loaded by the writer. What it
+//! A batch of deliveries applied in memory: dedupe (CONTRACT §2: v1 bytes
+//! scoped to the call's current attempt, or to the whole call once its
+//! lifecycle ended; a v2 event id anywhere) and the lifecycle rules, over
+//! states loaded by the writer. What it
 //! collects is written in one transaction. Pure, so the same code is what the
 //! property tests drive.
 
@@ -44,6 +45,8 @@ pub struct NewEvent {
     pub call_id: Option<String>,
     pub attempt_number: Option<i32>,
     pub dedupe_key: String,
+    /// The platform's event id (v2); unique in the raw log.
+    pub upstream_id: Option<String>,
     pub signature_verified: bool,
     pub recognized: bool,
     /// `applied`, `unrecognized` or `no_call`.
@@ -119,9 +122,13 @@ impl Projection {
             _ => None,
         };
         let whole_call = call.is_some_and(|c| c.lifecycle_ended) || d.call_id.is_none();
+        // A v2 event id names one event wherever it was stored: its retries
+        // repeat it, whatever their bytes. v1 bytes repeat within their scope.
+        let anywhere = d.upstream_id.is_some();
         if let Some(hit) = self.seen.get(&d.dedupe_key).and_then(|seen| {
-            seen.iter()
-                .find(|(_, call_id, n)| *call_id == d.call_id && (whole_call || *n == attempt))
+            seen.iter().find(|(_, call_id, n)| {
+                anywhere || (*call_id == d.call_id && (whole_call || *n == attempt))
+            })
         }) {
             return Decision::Duplicate(hit.0);
         }
@@ -156,6 +163,7 @@ impl Projection {
             call_id: d.call_id,
             attempt_number: attempt,
             dedupe_key: d.dedupe_key,
+            upstream_id: d.upstream_id,
             signature_verified,
             recognized,
             outcome,
@@ -220,9 +228,10 @@ mod tests {
     }
 
     fn fixture(name: &str) -> Vec<Delivery> {
+        let dir = if name.starts_with("v2/") { "" } else { "v1/" };
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../tests/fixtures/v1")
-            .join(name);
+            .join("../tests/fixtures")
+            .join(format!("{dir}{name}"));
         let raw = std::fs::read_to_string(path).unwrap();
         raw.lines()
             .filter(|l| !l.is_empty())
@@ -351,15 +360,77 @@ mod tests {
         assert_eq!(changes.actions[0].1.call_id, None);
     }
 
+    #[test]
+    fn a_v2_retry_is_a_duplicate_by_its_id_whatever_its_bytes_or_scope() {
+        let ds = fixture("v2/completed.jsonl");
+        let retry = parse(
+            &std::fs::read(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../tests/fixtures/v2/completed-retry.json"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut p = Projection::default();
+        ingest_all(&mut p, &ds);
+        assert_eq!(
+            p.accept(retry.clone(), now(), true),
+            Decision::Duplicate(EventRef::New(2))
+        );
+        // Stored by an earlier batch, under any call: still the same event.
+        let stored = StoredEvent {
+            id: 9,
+            call_id: Some("another call".into()),
+            attempt_number: Some(4),
+            dedupe_key: retry.dedupe_key.clone(),
+        };
+        let mut later = Projection::new([], [stored]);
+        assert_eq!(
+            later.accept(retry, now(), true),
+            Decision::Duplicate(EventRef::Stored(9))
+        );
+        assert_eq!(p.into_changes().events.len(), 3);
+    }
+
+    #[test]
+    fn every_distinct_v2_event_is_stored_and_each_call_keeps_one_attempt() {
+        let mut p = Projection::default();
+        for file in [
+            "v2/completed.jsonl",
+            "v2/failed.jsonl",
+            "v2/voicemail.jsonl",
+        ] {
+            let ds = fixture(file);
+            assert!(
+                ingest_all(&mut p, &ds)
+                    .iter()
+                    .all(|d| matches!(d, Decision::Stored(_)))
+            );
+        }
+        let changes = p.into_changes();
+        assert_eq!(changes.events.len(), 3 + 8 + 3);
+        assert!(changes.events.iter().all(|e| e.upstream_id.is_some()));
+        assert!(
+            changes
+                .calls
+                .iter()
+                .all(|c| c.lifecycle_ended && c.current.number == 1)
+        );
+    }
+
     fn one_attempt_sequences() -> impl Strategy<Value = Vec<Delivery>> {
         let happy = fixture("happy-path.jsonl");
         let retry = fixture("retry-no-answer-busy.jsonl");
         let resched = fixture("rescheduled-then-invalid.jsonl");
+        let v2 = fixture("v2/completed.jsonl");
+        let voicemail = fixture("v2/voicemail.jsonl");
         prop_oneof![
             Just(happy),
             // The third attempt of the retry fixture, after its own initiate.
             Just(retry[4..].to_vec()),
             Just(resched[..3].iter().chain(&resched[5..]).cloned().collect()),
+            Just(v2),
+            Just(voicemail),
         ]
     }
 

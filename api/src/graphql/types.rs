@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::loaders;
 use super::scalars::DateTime;
+use crate::domain::Format;
 use crate::service::{ServiceError, events};
 
 /// Where a call or an attempt stands. An attempt moves forward only
@@ -41,6 +42,18 @@ pub enum CallStatus {
     Rescheduled,
     /// Cancelled through the platform's abort API (`call.aborted`).
     Aborted,
+    /// An answering machine answered (v2 `call.voicemail`).
+    Voicemail,
+}
+
+/// The platform's webhook wire format a delivery came in.
+#[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[graphql(remote = "crate::domain::Format")]
+pub enum WebhookFormat {
+    /// `{"metadata", "event": {"type", "data"}}`, signed with `x-signature`; no event id.
+    V1,
+    /// `{"id", "type", "created_at", "data": {"call"}}`, signed with `X-Mirai-Signature`; the `id` is the event's.
+    V2,
 }
 
 /// Where an action stands in a worker's inbox.
@@ -89,22 +102,41 @@ pub struct Call {
     pub detail_url: Option<String>,
     /// Number of attempts (dials) so far.
     pub attempt_count: i32,
-    /// Retries after the first dial, as the platform's final report counts them; null until the lifecycle ended.
+    /// Retries after the first dial, as the platform's final report counts them (0 for v2, which never retries); null until the lifecycle ended.
     pub re_attempt_count: Option<i32>,
-    /// Callbacks scheduled, as the platform's final report counts them; null until the lifecycle ended.
+    /// Callbacks scheduled, as the platform's final report counts them (0 for v2); null until the lifecycle ended.
     pub rescheduled_count: Option<i32>,
-    /// The platform's final status word (`completed`, `no-answer`, …); null until the lifecycle ended.
+    /// The platform's final status word as sent (v1 `completed`, `no-answer`, …; v2 `completed`, `no_answer`, …); null until the lifecycle ended.
     pub final_status: Option<String>,
-    /// The platform sent `call.lifecycle-ended`: no attempt follows.
+    /// The platform sent `call.lifecycle-ended` (v1) or the call's terminal event (v2): no attempt follows.
     pub lifecycle_ended: bool,
     /// Not ended, and nothing arrived for longer than the platform's retry window (`CALLTRAIL_STALE_AFTER`): a delivery was probably lost.
     pub stale: bool,
     /// Credits used by all analyses of the call; null until one reports credits.
     pub credits_used: Option<f64>,
+    /// The number dialled, E.164 (v2 `to`); null for v1 calls.
+    pub to: Option<String>,
+    /// The platform's agent that placed the call (v2 `agent_id`); null for v1 calls.
+    pub agent_id: Option<String>,
+    /// Why the call ended, the platform's word such as `customer_ended_call` (v2 `ended_reason`); null for v1 calls.
+    pub ended_reason: Option<String>,
+    /// What the call cost, as last reported (v2 `cost`); null for v1 calls and until reported.
+    pub cost: Option<CallCost>,
     /// Arrival of the call's first delivery.
     pub created_at: DateTime,
     /// When the call last changed.
     pub updated_at: DateTime,
+}
+
+/// What a call cost, as the platform reports it.
+#[derive(SimpleObject, Clone, Debug, PartialEq)]
+pub struct CallCost {
+    /// The call's total cost (v2 `amount_inr`); null when only the rate is known.
+    pub amount: Option<f64>,
+    /// ISO 4217 code of `amount` and `perMinute`: `INR` for v2.
+    pub currency: String,
+    /// The price of a minute (v2 `per_min_inr`).
+    pub per_minute: Option<f64>,
 }
 
 impl Call {
@@ -126,6 +158,14 @@ impl Call {
             final_status: c.final_status,
             lifecycle_ended: c.lifecycle_ended,
             credits_used: c.credits_used,
+            to: c.to_number,
+            agent_id: c.agent_id,
+            ended_reason: c.ended_reason,
+            cost: c.cost_currency.map(|currency| CallCost {
+                amount: c.cost_amount,
+                currency,
+                per_minute: c.cost_per_minute,
+            }),
             created_at: c.created_at.into(),
             updated_at: c.updated_at.into(),
         })
@@ -354,9 +394,13 @@ pub struct WebhookEvent {
     pub id: ID,
     /// Position in the log, increasing in commit order: pass it as `after` to read what came later.
     pub cursor: String,
-    /// `event.type` as sent, also for types calltrail does not know.
+    /// The event type as sent (v1 `event.type`, v2 `type`), also for types calltrail does not know.
     #[graphql(name = "type")]
     pub event_type: String,
+    /// The wire format it came in.
+    pub format: WebhookFormat,
+    /// The platform's event id (v2 `id`, shared by the retries of one event); null for v1, which has none.
+    pub upstream_id: Option<ID>,
     /// The call it names; null when it names none.
     pub call_id: Option<ID>,
     /// When calltrail received it.
@@ -376,6 +420,8 @@ impl From<webhook_event::Model> for WebhookEvent {
             id: ID(e.id.to_string()),
             payload: Json(serde_json::from_str(&e.body).unwrap_or(Value::String(e.body))),
             event_type: e.event_type,
+            format: Format::from_db(&e.format).into(),
+            upstream_id: e.upstream_id.map(ID),
             call_id: e.call_id.map(ID),
             received_at: e.received_at.into(),
             signature_verified: e.signature_verified,

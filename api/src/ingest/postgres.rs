@@ -17,6 +17,7 @@ const LOCK: &str = "SELECT pg_advisory_xact_lock(h) FROM \
 const LOAD_CALLS: &str = "SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
     c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, c.lifecycle_ended, \
     c.success, c.credits_used, c.created_at, c.updated_at, c.last_event_at, \
+    c.to_number, c.agent_id, c.ended_reason, c.cost_amount, c.cost_per_minute, c.cost_currency, \
     a.number, a.status, a.connected, a.started_at AS a_started_at, a.ended_at AS a_ended_at, \
     a.duration_seconds AS a_duration_seconds, a.recording_url AS a_recording_url, a.detail_url AS a_detail_url, \
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
@@ -33,39 +34,48 @@ const INSERT_EVENTS: &str = "WITH clock AS ( \
     UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1 RETURNING last \
 ), ins AS ( \
     INSERT INTO webhook_event (received_at, format, event_type, call_id, attempt_number, dedupe_key, \
-        signature_verified, recognized, outcome, body, seq) \
+        signature_verified, recognized, outcome, body, upstream_id, seq) \
     SELECT t.received_at, t.format, t.event_type, t.call_id, t.attempt_number, t.dedupe_key, \
-        t.signature_verified, t.recognized, t.outcome, t.body, clock.last - cardinality($6::text[]) + t.n \
+        t.signature_verified, t.recognized, t.outcome, t.body, t.upstream_id, \
+        clock.last - cardinality($6::text[]) + t.n \
     FROM clock, unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[], \
-        $8::bool[], $9::text[], $10::text[]) WITH ORDINALITY AS t(received_at, format, event_type, call_id, \
-        attempt_number, dedupe_key, signature_verified, recognized, outcome, body, n) \
+        $8::bool[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS t(received_at, format, event_type, \
+        call_id, attempt_number, dedupe_key, signature_verified, recognized, outcome, body, upstream_id, n) \
     RETURNING id, dedupe_key, seq \
 ) SELECT ins.id, ins.dedupe_key FROM ins, \
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified \
     ORDER BY ins.seq";
 
 /// Calls, attempts, analyses and actions in one statement. Foreign keys are
-/// checked at the end of the statement, when the calls are there.
+/// checked at the end of the statement, when the calls are there. The call
+/// columns v2 added are the last parameters ($50–$55), so the numbers of
+/// the others stayed put.
 const WRITE_REST: &str = "WITH calls AS (
     INSERT INTO call (id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url,
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
-        created_at, updated_at, last_event_at)
+        created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
+        cost_currency)
     SELECT id, status, metadata::jsonb, started_at, ended_at, duration_seconds, recording_url, detail_url,
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
-        created_at, updated_at, last_event_at
+        created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
+        cost_currency
     FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::float8[], $7::text[],
         $8::text[], $9::int[], $10::int[], $11::int[], $12::text[], $13::bool[], $14::bool[], $15::float8[],
-        $16::timestamptz[], $17::timestamptz[], $18::timestamptz[])
+        $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $50::text[], $51::text[], $52::text[],
+        $53::float8[], $54::float8[], $55::text[])
         AS t(id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url, attempt_count,
         re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used, created_at,
-        updated_at, last_event_at)
+        updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute, cost_currency)
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata,
         started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
         recording_url = EXCLUDED.recording_url, detail_url = EXCLUDED.detail_url,
         attempt_count = EXCLUDED.attempt_count, re_attempt_count = EXCLUDED.re_attempt_count,
         rescheduled_count = EXCLUDED.rescheduled_count, final_status = EXCLUDED.final_status,
         lifecycle_ended = EXCLUDED.lifecycle_ended, success = EXCLUDED.success, credits_used = EXCLUDED.credits_used,
-        updated_at = EXCLUDED.updated_at, last_event_at = EXCLUDED.last_event_at
+        updated_at = EXCLUDED.updated_at, last_event_at = EXCLUDED.last_event_at,
+        to_number = EXCLUDED.to_number, agent_id = EXCLUDED.agent_id, ended_reason = EXCLUDED.ended_reason,
+        cost_amount = EXCLUDED.cost_amount, cost_per_minute = EXCLUDED.cost_per_minute,
+        cost_currency = EXCLUDED.cost_currency
 ), attempts AS (
     INSERT INTO attempt (call_id, number, status, connected, started_at, ended_at, duration_seconds, recording_url,
         detail_url, credits_used, created_at, updated_at)
@@ -180,6 +190,12 @@ pub(super) async fn write(
             .bind(events.iter().map(|e| e.recognized).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.outcome).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.upstream_id.as_deref())
+                    .collect::<Vec<_>>(),
+            )
             .fetch_all(&mut **txn)
             .await?;
         for (row, key) in rows.iter().zip(&keys) {
@@ -350,6 +366,28 @@ pub(super) async fn write(
                 .map(|(_, x)| x.created_at)
                 .collect::<Vec<_>>(),
         )
+        .bind(c.iter().map(|c| c.to.as_deref()).collect::<Vec<_>>())
+        .bind(c.iter().map(|c| c.agent_id.as_deref()).collect::<Vec<_>>())
+        .bind(
+            c.iter()
+                .map(|c| c.ended_reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.cost.as_ref().and_then(|x| x.amount))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.cost.as_ref().and_then(|x| x.per_minute))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            c.iter()
+                .map(|c| c.cost.as_ref().map(|x| x.currency.as_str()))
+                .collect::<Vec<_>>(),
+        )
         .execute(&mut **txn)
         .await?;
     Ok(ids)
@@ -376,6 +414,14 @@ fn call_state(r: &sqlx::postgres::PgRow) -> Result<CallState, sqlx::Error> {
         lifecycle_ended: r.try_get("lifecycle_ended")?,
         success: r.try_get("success")?,
         credits_used: r.try_get("credits_used")?,
+        to: r.try_get("to_number")?,
+        agent_id: r.try_get("agent_id")?,
+        ended_reason: r.try_get("ended_reason")?,
+        cost: super::store::cost(
+            r.try_get("cost_amount")?,
+            r.try_get("cost_per_minute")?,
+            r.try_get("cost_currency")?,
+        ),
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
         last_event_at: r.try_get("last_event_at")?,

@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::postgres;
 use crate::domain::{
-    ActionRow, AnalysisRow, AttemptState, CallState, CallStatus, Changes, Decision, Delivery,
+    ActionRow, AnalysisRow, AttemptState, CallState, CallStatus, Changes, Cost, Decision, Delivery,
     EventRef, Projection, StoredEvent,
 };
 
@@ -214,6 +214,7 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
                 call_id: Set(e.call_id),
                 attempt_number: Set(e.attempt_number),
                 dedupe_key: Set(e.dedupe_key),
+                upstream_id: Set(e.upstream_id),
                 signature_verified: Set(e.signature_verified),
                 recognized: Set(e.recognized),
                 outcome: Set(e.outcome.to_owned()),
@@ -277,6 +278,12 @@ pub(super) async fn write_projection(
                         C::LifecycleEnded,
                         C::Success,
                         C::CreditsUsed,
+                        C::ToNumber,
+                        C::AgentId,
+                        C::EndedReason,
+                        C::CostAmount,
+                        C::CostPerMinute,
+                        C::CostCurrency,
                         C::UpdatedAt,
                         C::LastEventAt,
                     ])
@@ -388,10 +395,29 @@ fn call_model(c: &CallState) -> call::ActiveModel {
         lifecycle_ended: Set(c.lifecycle_ended),
         success: Set(c.success),
         credits_used: Set(c.credits_used),
+        to_number: Set(c.to.clone()),
+        agent_id: Set(c.agent_id.clone()),
+        ended_reason: Set(c.ended_reason.clone()),
+        cost_amount: Set(c.cost.as_ref().and_then(|x| x.amount)),
+        cost_per_minute: Set(c.cost.as_ref().and_then(|x| x.per_minute)),
+        cost_currency: Set(c.cost.as_ref().map(|x| x.currency.clone())),
         created_at: Set(c.created_at),
         updated_at: Set(c.updated_at),
         last_event_at: Set(c.last_event_at),
     }
+}
+
+/// A cost as stored: known when its currency is.
+pub(super) fn cost(
+    amount: Option<f64>,
+    per_minute: Option<f64>,
+    currency: Option<String>,
+) -> Option<Cost> {
+    currency.map(|currency| Cost {
+        amount,
+        per_minute,
+        currency,
+    })
 }
 
 fn attempt_model(call_id: &str, a: &AttemptState) -> attempt::ActiveModel {
@@ -433,6 +459,10 @@ fn call_state(c: call::Model, a: attempt::Model) -> Result<CallState, DbErr> {
         lifecycle_ended: c.lifecycle_ended,
         success: c.success,
         credits_used: c.credits_used,
+        to: c.to_number,
+        agent_id: c.agent_id,
+        ended_reason: c.ended_reason,
+        cost: cost(c.cost_amount, c.cost_per_minute, c.cost_currency),
         created_at: c.created_at,
         updated_at: c.updated_at,
         last_event_at: c.last_event_at,

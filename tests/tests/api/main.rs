@@ -13,3 +13,4 @@ mod process;
 mod refusals;
 mod signatures;
 mod subscriptions;
+mod v2;

@@ -2,7 +2,7 @@
 
 use std::net::TcpListener;
 
-use calltrail::simulate::{SimulateArgs, send};
+use calltrail::simulate::{SimulateArgs, WireFormat, send};
 use calltrail_tests::{
     PUBLIC_KEY, SECRET, TestApp, fixture, fixture_lines, fresh_database, on_each_backend,
 };
@@ -188,6 +188,7 @@ async fn simulate_sends_lifecycles_that_graphql_then_reports() {
             secret: None,
             seed: Some(7),
             rate: None,
+            format: WireFormat::V1,
         };
         let summary = send(&args, 7).await.unwrap();
         assert_eq!(
@@ -225,6 +226,7 @@ async fn simulate_signs_what_it_sends() {
             secret: Some(secrets.parse().unwrap()),
             seed: Some(1),
             rate: None,
+            format: WireFormat::V1,
         };
         let summary = send(&signed, 1).await.unwrap();
         assert_eq!((summary.errors, summary.stored), (0, summary.sent));

@@ -3,6 +3,7 @@
 
 mod client;
 mod processes;
+mod v2;
 
 use calltrail_tests::{TestApp, fixture_lines, on_each_backend};
 use client::{Client, LEGACY_WS, Received, TRANSPORT_WS, cursor_now};

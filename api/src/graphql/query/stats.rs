@@ -63,7 +63,7 @@ pub struct StatsPoint {
     pub total: i64,
     /// Of those, calls whose status is COMPLETED.
     pub completed: i64,
-    /// Of those, calls whose status is TIMEOUT, FAILED, VALIDATION_FAILED, BUSY, NO_ANSWER, SKIP or ABORTED.
+    /// Of those, calls whose status is TIMEOUT, FAILED, VALIDATION_FAILED, BUSY, NO_ANSWER, SKIP or ABORTED (RESCHEDULED and VOICEMAIL count as neither).
     pub failed: i64,
     /// Credits used by those calls.
     pub credits_used: f64,
