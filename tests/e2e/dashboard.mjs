@@ -2,13 +2,16 @@
 // playwright-core), run by tests/tests/api/dashboard.rs against the real
 // server:
 //
-//   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR            live, filter, call page, inbox, narrow
+//   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR            live, paging, reconnect, filter, call page, inbox, narrow
 //   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR --token T  the token prompt, then live with it
 //
 // It talks to the Rust test over stdio: it prints `READY` once the page is
 // open and live, waits for a `SIMULATED` line (the test ran `calltrail
-// simulate` meanwhile), prints `ACKED <action id>` after acknowledging one,
-// and `PASS` at the end. Any failed check exits 1 with the reason on stderr.
+// simulate` meanwhile); without a token it then prints `RESTART` and waits
+// for `RESTARTED` (the test killed the server, started it again on the same
+// address and sent more calls), prints `ACKED <action id>` after
+// acknowledging one, and `PASS` at the end. Any failed check exits 1 with
+// the reason on stderr.
 
 import {mkdirSync} from 'node:fs';
 import {join} from 'node:path';
@@ -79,12 +82,14 @@ function tableRows(page) {
   return page.$$eval('table.calls tbody tr[data-call-id]', (rows) => rows.map((r) => [r.dataset.callId, r.dataset.status]));
 }
 
-const ROWS = 'query($filter: CallFilter) { calls(first: 25, filter: $filter) { totalCount nodes { id status } } }';
+const ROWS = `query($filter: CallFilter, $after: String) {
+  calls(first: 25, filter: $filter, after: $after) { totalCount pageInfo { endCursor } nodes { id status } }
+}`;
 
-/** Wait until the page's table is exactly the server's first page. */
-async function tableMatchesServer(page, filter = null) {
+/** Wait until the page's table is exactly the server's page (the first unless `after`). */
+async function tableMatchesServer(page, filter = null, after = null) {
   return until('the table to match the server', async () => {
-    const {calls} = await graphql(ROWS, {filter});
+    const {calls} = await graphql(ROWS, {filter, after});
     const shown = await tableRows(page);
     const expected = calls.nodes.map((c) => [c.id, c.status]);
     const total = Number(await page.getAttribute('.calls-view', 'data-total'));
@@ -97,12 +102,21 @@ async function tableMatchesServer(page, filter = null) {
 
 const browser = await chromium.launch({executablePath: '/usr/bin/chromium', headless: true});
 const problems = [];
+/** While the server is down on purpose, refused connections are expected. */
+let outage = false;
+/** The variables of every `subscribe` the page sent. */
+const subscriptions = [];
 try {
   const context = await browser.newContext({viewport: {width: 1280, height: 800}});
   const page = await context.newPage();
   page.on('console', (message) => {
+    if (outage && message.text().includes('ERR_CONNECTION_REFUSED')) return;
     if (message.type() === 'error' || message.type() === 'warning') problems.push(`console ${message.type()}: ${message.text()}`);
   });
+  page.on('websocket', (socket) => socket.on('framesent', ({payload}) => {
+    const message = JSON.parse(String(payload));
+    if (message.type === 'subscribe') subscriptions.push(message.payload.variables);
+  }));
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   if (token) await withToken(page);
   else await walkThrough(page);
@@ -115,7 +129,7 @@ try {
   stdin.close();
 }
 
-/** Live rows, filters, a call page, the inbox and the narrow layout. */
+/** Live rows, paging, a reconnect, filters, a call page, the inbox and the narrow layout. */
 async function walkThrough(page) {
   await page.goto(`${base}/`);
   await page.waitForSelector('#live[data-state="live"]', {timeout: WAIT});
@@ -140,7 +154,7 @@ async function walkThrough(page) {
   check(all.totalCount > 0, 'simulate stored calls');
   const seen = await page.evaluate(() => window.seen);
   const appeared = Object.keys(seen).length;
-  check(appeared >= Math.min(all.totalCount, 25), `every simulated call appeared live (${appeared} of ${all.totalCount})`);
+  check(appeared === all.totalCount, `every simulated call appeared live (${appeared} of ${all.totalCount})`);
   const changed = Object.entries(seen).filter(([, trail]) => trail.length >= 2);
   check(changed.length > 0, `some row changed status live: ${JSON.stringify(seen)}`);
   check(await page.locator('table.calls tbody tr').count() === all.nodes.length, 'no stale rows stay');
@@ -149,6 +163,27 @@ async function walkThrough(page) {
   check(await page.locator('.chart svg[role="img"] rect').count() > 0, 'the outcome chart has bars');
   await page.mouse.move(0, 0);
   await shot(page, 'calls');
+
+  // Cursor paging, both ways.
+  check(all.totalCount > 25, 'more calls than a page');
+  await page.click('nav.pager button:has-text("Next")');
+  await tableMatchesServer(page, null, all.pageInfo.endCursor);
+  check((await page.textContent('nav.pager .range')).startsWith('Calls 26–'), 'the range says page two');
+  await page.click('nav.pager button:has-text("Previous")');
+  await tableMatchesServer(page);
+  check(await page.isDisabled('nav.pager button:has-text("Previous")'), 'the first page has no previous page');
+
+  // The server goes away and comes back with more calls: the page resumes after the last cursor it saw.
+  check(subscriptions.length === 1 && subscriptions[0].after === null, `one subscription so far: ${JSON.stringify(subscriptions)}`);
+  outage = true;
+  say('RESTART');
+  await page.waitForSelector('#live[data-state="offline"]', {timeout: WAIT});
+  await hear('RESTARTED');
+  await page.waitForSelector('#live[data-state="live"]', {timeout: 30_000});
+  const resumed = await tableMatchesServer(page);
+  outage = false;
+  check(resumed.totalCount === all.totalCount + 3, 'the calls sent while the page was away arrived');
+  check(subscriptions.length === 2 && typeof subscriptions[1].after === 'string', `it resubscribed after a cursor: ${JSON.stringify(subscriptions)}`);
 
   // Filter: completed calls whose analysis says success.
   await page.click('.dropdown summary');

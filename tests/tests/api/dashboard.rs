@@ -163,17 +163,38 @@ async fn graphql(base: &str, token: Option<&str>, query: &str) -> serde_json::Va
     body["data"].clone()
 }
 
+/// A port nothing listens on now, so that a restarted server keeps its address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 #[tokio::test]
 async fn the_dashboard_shows_calls_arriving_live_and_acknowledges_an_action() {
     setup();
     let _one_browser = BROWSER.lock().await;
-    let (_server, base) = start_server_with(&fresh_database(Backend::Sqlite).await, &[]).await;
+    let database_url = fresh_database(Backend::Sqlite).await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let settings = [("CALLTRAIL_LISTEN", listen.as_str())];
+    let (mut server, base) = start_server_with(&database_url, &settings).await;
 
     let mut page = Script::start(&base, None);
     page.expect("READY").await;
     // Paced, so that the page sees calls go from INITIATE to their outcome.
-    simulate(&base, 20, 8, Some(40)).await;
+    simulate(&base, 30, 8, Some(50)).await;
     page.say("SIMULATED").await;
+
+    // The server dies; calls arrive at its successor before the page is back.
+    page.expect("RESTART").await;
+    server.start_kill().expect("SIGKILL");
+    server.wait().await.expect("the server ends");
+    let (_server, again) = start_server_with(&database_url, &settings).await;
+    assert_eq!(again, base);
+    simulate(&base, 3, 9, None).await;
+    page.say("RESTARTED").await;
+
     let acknowledged = page.expect("ACKED ").await;
     page.finish().await;
 
