@@ -162,8 +162,8 @@ function payloadSummary(a) {
   }
   if (p.cartTotal !== undefined) lines.push(`Total ${p.cartTotal}${p.paymentMode ? ` (${p.paymentMode})` : ''}`);
   if (p.number) lines.push(`WhatsApp ${p.number}`);
-  if (a.note) lines.push(`Note: ${a.note}`);
+  const summary = lines.filter(Boolean).join(' · ');
   return h('div', {class: 'payload'},
-    lines.filter(Boolean).map((line) => h('p', {}, line)),
+    summary ? h('p', {}, summary) : null,
     Object.keys(p).length ? h('details', {}, h('summary', {}, 'Payload'), jsonBlock(p)) : null);
 }
