@@ -94,7 +94,7 @@ export function callsView(params) {
 
   const tbody = h('tbody', {onkeydown: moveFocus}, h('tr', {class: 'empty'}, h('td', {colspan: 7}, 'Loading…')));
   const caption = h('caption', {class: 'sr-only'});
-  const range = h('p', {class: 'range', 'aria-live': 'polite'});
+  const range = h('p', {class: 'range'});
   const previous = h('button', {type: 'button', onclick: () => load({last: PAGE_SIZE, before: info.startCursor}, pageIndex - 1)}, '← Previous');
   const next = h('button', {type: 'button', onclick: nextPage}, 'Next →');
   const fresh = h('p', {class: 'notice', role: 'status', hidden: true});

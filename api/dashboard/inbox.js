@@ -35,13 +35,31 @@ export function inboxView(params) {
   let total = 0;
   const list = h('ul', {class: 'actions inbox'});
   const count = h('p', {class: 'range', 'aria-live': 'polite'});
-  const more = h('button', {type: 'button', hidden: true, onclick: () => page()}, 'Load more');
+  const more = h('button', {type: 'button', hidden: true, onclick: () => next()}, 'Load more');
 
   const element = h('section', {class: 'view inbox-view', 'aria-labelledby': 'view-title'},
     h('h1', {id: 'view-title', tabindex: '-1'}, 'Actions inbox'),
     h('p', {class: 'lead'}, 'What the AI asked the business to do, oldest first. Acknowledge each one once it is handled (or could not be).'),
     inboxFilters(status, kind),
     count, list, more);
+
+  // One page request at a time: actions arriving together must not fetch the same page twice.
+  let loading = null;
+  let again = false;
+  function next() {
+    if (loading) {
+      again = true;
+      return loading;
+    }
+    loading = page().finally(() => {
+      loading = null;
+      if (again) {
+        again = false;
+        next();
+      }
+    });
+    return loading;
+  }
 
   async function page() {
     try {
@@ -73,12 +91,12 @@ export function inboxView(params) {
     element.dataset.total = total;
   }
 
-  page();
+  next();
   return {
     element,
     // A new action belongs at the end: fetch it when everything before it is shown.
-    onEvent: (live) => { if (live.event.type === 'action' && complete) page(); },
-    reload: () => { after = null; page(); },
+    onEvent: (live) => { if (live.event.type === 'action' && complete) next(); },
+    reload: () => { after = null; next(); },
   };
 }
 
@@ -113,7 +131,7 @@ export function actionItem(action, {onChange, showCall}) {
     const buttons = a.status === 'PENDING'
       ? [button('Mark handled', 'HANDLED', 'primary'), button('Mark failed', 'FAILED', 'danger')]
       : [button('Reopen', 'PENDING', '')];
-    item.replaceChildren(
+    item.replaceChildren(...[
       h('div', {class: 'action-head'},
         h('h3', {}, h('code', {}, a.kind)),
         h('span', {class: `status a-${a.status.toLowerCase()}`}, label(a.status)),
@@ -125,7 +143,8 @@ export function actionItem(action, {onChange, showCall}) {
         : null,
       payloadSummary(a),
       h('div', {class: 'ack'},
-        h('label', {for: noteId}, 'Note'), note, ...buttons));
+        h('label', {for: noteId}, 'Note'), note, ...buttons),
+    ].filter(Boolean));
 
     function button(text, status, cls) {
       return h('button', {
