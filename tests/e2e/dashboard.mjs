@@ -66,9 +66,17 @@ async function until(what, probe, timeout = WAIT) {
   }
 }
 
-/** Each view's screenshot, once the page shows no error. */
+/** Each view's screenshot, once the page shows no error and no leaked null. */
 async function shot(page, name, fullPage = false) {
   await noAlert(page);
+  const text = await page.evaluate(() => {
+    const walker = document.createTreeWalker(document.querySelector('main'), NodeFilter.SHOW_TEXT);
+    const parts = [];
+    while (walker.nextNode()) if (!walker.currentNode.parentElement.closest('pre')) parts.push(walker.currentNode.data);
+    return parts.join(' ');
+  });
+  const junk = /\bnull\b|\bundefined\b|\bNaN\b|\[object /.exec(text);
+  check(!junk, `${name}: the page shows "${junk?.[0]}" (JSON blocks aside)`);
   await page.screenshot({path: join(shots, `${name}.png`), fullPage});
 }
 
@@ -236,6 +244,11 @@ async function walkThrough(page) {
   check(handled && handled.note === 'ordered in the e2e test' && handled.handledAt, `GraphQL shows the action handled: ${JSON.stringify(acknowledged)}`);
   say(`ACKED ${actionId}`);
   await shot(page, 'inbox');
+
+  // Its call's page lists it as handled.
+  await page.locator(`li.action[data-action-id="${actionId}"] .action-call a`).click();
+  await page.waitForSelector(`.call-view li.action[data-action-id="${actionId}"][data-status="HANDLED"]`, {timeout: WAIT});
+  await shot(page, 'call-actions', true);
 
   // A phone-sized screen: the table turns into cards and nothing scrolls sideways.
   await page.setViewportSize({width: 390, height: 844});
