@@ -95,7 +95,11 @@ export function callsView(params) {
   const tbody = h('tbody', {onkeydown: moveFocus}, h('tr', {class: 'empty'}, h('td', {colspan: 7}, 'Loading…')));
   const caption = h('caption', {class: 'sr-only'});
   const range = h('p', {class: 'range'});
-  const previous = h('button', {type: 'button', onclick: () => load({last: PAGE_SIZE, before: info.startCursor}, pageIndex - 1)}, '← Previous');
+  // Back to the first page: the newest calls (where the feed adds new ones), not the page before a cursor.
+  const previous = h('button', {
+    type: 'button',
+    onclick: () => (pageIndex <= 1 ? load({first: PAGE_SIZE}, 0) : load({last: PAGE_SIZE, before: info.startCursor}, pageIndex - 1)),
+  }, '← Previous');
   const next = h('button', {type: 'button', onclick: nextPage}, 'Next →');
   const fresh = h('p', {class: 'notice', role: 'status', hidden: true});
 
@@ -117,9 +121,7 @@ export function callsView(params) {
     try {
       const variables = {filter, orderBy, ...page};
       const {calls} = await gql(CALLS + ROW, variables);
-      // Back at the start: the canonical first page, where new calls appear.
-      if (index <= 0 && !page.after && page.before && !calls.pageInfo.hasPreviousPage) index = 0;
-      pageIndex = Math.max(0, index);
+      pageIndex = index;
       rows = calls.edges.map((e) => e.node);
       cursors = new Map(calls.edges.map((e) => [e.node.id, e.cursor]));
       info = calls.pageInfo;
