@@ -193,16 +193,21 @@ async function walkThrough(page) {
   check(resumed.totalCount === all.totalCount + 3, 'the calls sent while the page was away arrived');
   check(subscriptions.length === 2 && typeof subscriptions[1].after === 'string', `it resubscribed after a cursor: ${JSON.stringify(subscriptions)}`);
 
-  // Filter: completed calls whose analysis says success.
+  // Filter: completed calls of one campaign whose analysis says success.
   await page.click('.dropdown summary');
   await page.check('input[name="status"][value="COMPLETED"]');
   await page.keyboard.press('Escape');
   check(!(await page.locator('.dropdown[open]').count()), 'Escape closes the status list');
   await page.selectOption('#f-success', 'true');
+  await page.fill('#f-key', 'campaign');
+  await page.fill('#f-equals', 'cod-verification');
   await page.click('form.filters button[type="submit"]');
   await page.waitForFunction(() => location.hash.includes('status=COMPLETED') && location.hash.includes('success=true'));
-  const filtered = await tableMatchesServer(page, {status: ['COMPLETED'], success: true});
-  check(filtered.totalCount > 0, 'some call completed with success');
+  const filter = {status: ['COMPLETED'], success: true, metadata: [{key: 'campaign', equals: 'cod-verification'}]};
+  const filtered = await tableMatchesServer(page, filter);
+  check(filtered.totalCount > 0 && filtered.totalCount < resumed.totalCount, `the filter selects some calls (${filtered.totalCount})`);
+  await until('the stats to follow the filter', async () =>
+    Number(await page.getAttribute('.stats', 'data-total')) === filtered.totalCount);
   check((await tableRows(page)).every(([, status]) => status === 'COMPLETED'), 'the filter shows completed calls only');
   check(await page.inputValue('#f-success') === 'true', 'the filter form keeps its values');
 
