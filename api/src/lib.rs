@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod dashboard;
 pub mod db;
 pub mod domain;
 pub mod graphql;

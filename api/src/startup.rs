@@ -18,7 +18,7 @@ use crate::db::Db;
 use crate::graphql::ws::Sockets;
 use crate::ingest::Ingestor;
 use crate::metrics::{Gauges, Metrics};
-use crate::{graphql, requests, webhook};
+use crate::{dashboard, graphql, requests, webhook};
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -120,6 +120,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/webhooks/call-events", post(webhook::receive))
         .merge(graphql::http::routes(&state))
+        .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))

@@ -3,6 +3,7 @@
 
 mod batching;
 mod concurrency;
+mod dashboard;
 mod durability;
 mod fixtures;
 mod graphql;

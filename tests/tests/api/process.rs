@@ -12,15 +12,16 @@ pub async fn start_server(database_url: &str) -> (Child, String) {
     start_server_with(database_url, &[]).await
 }
 
-/// [`start_server`] with more environment variables (settings).
-pub async fn start_server_with(database_url: &str, env: &[(&str, &str)]) -> (Child, String) {
+/// Start the real binary with more settings (`CALLTRAIL_API_TOKEN`, a
+/// fixed `CALLTRAIL_LISTEN`, …), which win over the defaults.
+pub async fn start_server_with(database_url: &str, settings: &[(&str, &str)]) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
         .env_clear()
         .env("DATABASE_URL", database_url)
         .env("CALLTRAIL_LISTEN", "127.0.0.1:0")
         .env("CALLTRAIL_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
+        .envs(settings.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
