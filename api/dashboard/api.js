@@ -68,7 +68,7 @@ const LIVE = `subscription Live($after: String) {
 /** The fields of a calls-table row (shared by the table's query and the feed). */
 export const ROW = `fragment Row on Call {
   id status metadata attemptCount durationSeconds lifecycleEnded stale
-  createdAt updatedAt analysis { success }
+  createdAt updatedAt analysis { success } to agentId
 }`;
 
 /**

@@ -5,7 +5,7 @@
 import {gql} from './api.js';
 import {actionItem, ACTION_FIELDS} from './inbox.js';
 import {
-  h, statusBadge, time, duration, success, number, jsonText, jsonBlock, facts,
+  h, statusBadge, time, duration, success, number, money, jsonText, jsonBlock, facts,
   label, showError, throttle,
 } from './dom.js';
 
@@ -15,7 +15,7 @@ const CALL = `query Call($id: ID!, $events: Int) {
   call(id: $id) {
     id status metadata startedAt endedAt durationSeconds recordingUrl detailUrl
     attemptCount reAttemptCount rescheduledCount finalStatus lifecycleEnded stale
-    creditsUsed createdAt updatedAt
+    creditsUsed createdAt updatedAt to agentId endedReason cost { amount currency perMinute }
     analysis { success summary requiredActions insights outcome creditsUsed creditsAvailable createdAt }
     attempts {
       id number status startedAt endedAt durationSeconds recordingUrl
@@ -23,7 +23,7 @@ const CALL = `query Call($id: ID!, $events: Int) {
       events { id type receivedAt }
     }
     actions { ...ActionFields }
-    events(first: $events) { id type receivedAt signatureVerified recognized payload }
+    events(first: $events) { id type format upstreamId receivedAt signatureVerified recognized payload }
   }
 }`;
 
@@ -62,40 +62,67 @@ export function callView(id) {
 }
 
 function sections(call, open) {
+  // v2 webhooks carry no metadata, analyses, actions, credits or recordings,
+  // and v1 webhooks no number, agent, ended reason or cost: each call shows
+  // what its format can send (and anything it did send).
+  const formats = new Set(call.events.map((e) => e.format));
+  const v1 = formats.has('V1') || formats.size === 0;
+  const v2 = formats.has('V2');
+  const v1Fact = (term, value, shown) => (v1 || value !== null ? [term, shown] : null);
+  const v2Fact = (term, value, shown) => (v2 || value !== null ? [term, shown] : null);
+  const hasMetadata = Object.keys(call.metadata || {}).length > 0;
   return [
     h('section', {class: 'card', 'aria-labelledby': 'summary-title'},
       h('h2', {id: 'summary-title'}, 'Summary'),
+      // Who was called and by which agent: wider columns, so an agent id stays on one line.
+      v2 || call.to !== null || call.agentId !== null
+        ? facts([
+          ['To', call.to ? h('span', {dataset: {fact: 'to'}}, call.to) : '—'],
+          ['Agent', call.agentId ? h('code', {dataset: {fact: 'agent'}}, call.agentId) : '—'],
+        ], 'facts identity')
+        : null,
       facts([
         ['Status', statusBadge(call.status)],
         ['Attempts', String(call.attemptCount)],
         ['Duration', duration(call.durationSeconds)],
         ['Started', time(call.startedAt)],
         ['Ended', time(call.endedAt)],
+        v2Fact('Ended because', call.endedReason, call.endedReason
+          ? h('span', {title: call.endedReason, dataset: {fact: 'ended-reason', value: call.endedReason}}, label(call.endedReason))
+          : '—'),
+        v2Fact('Cost', call.cost, call.cost ? h('span', {dataset: {fact: 'cost'}}, money(call.cost.amount, call.cost.currency)) : '—'),
+        call.cost?.perMinute !== null && call.cost?.perMinute !== undefined
+          ? ['Per minute', h('span', {dataset: {fact: 'per-minute'}}, money(call.cost.perMinute, call.cost.currency))]
+          : null,
         ['Created', time(call.createdAt)],
         ['Updated', time(call.updatedAt)],
         ['Lifecycle', call.lifecycleEnded ? `ended (${call.finalStatus ?? 'no final status'})` : 'open'],
-        ['Re-attempts', call.reAttemptCount ?? '—'],
-        ['Rescheduled', call.rescheduledCount ?? '—'],
+        // v2 never retries nor reschedules: its 0s say nothing.
+        v1 ? ['Re-attempts', call.reAttemptCount ?? '—'] : null,
+        v1 ? ['Rescheduled', call.rescheduledCount ?? '—'] : null,
         ['Stale', call.stale ? 'yes: nothing arrived within the retry window' : 'no'],
-        ['Credits used', number(call.creditsUsed, 2)],
-        ['Recording', link(call.recordingUrl, 'listen')],
-        ['Platform page', link(call.detailUrl, 'open')],
-      ]),
-      h('h3', {}, 'Metadata'),
-      Object.keys(call.metadata || {}).length
-        ? facts(Object.entries(call.metadata).map(([k, v]) => [k, jsonText(v)]), 'facts metadata-list')
-        : h('p', {class: 'none'}, 'None.')),
-    analysisSection(call.analysis),
+        v1Fact('Credits used', call.creditsUsed, number(call.creditsUsed, 2)),
+        v1Fact('Recording', call.recordingUrl, link(call.recordingUrl, 'listen')),
+        v1Fact('Platform page', call.detailUrl, link(call.detailUrl, 'open')),
+      ].filter(Boolean)),
+      v1 || hasMetadata
+        ? [h('h3', {}, 'Metadata'), hasMetadata
+          ? facts(Object.entries(call.metadata).map(([k, v]) => [k, jsonText(v)]), 'facts metadata-list')
+          : h('p', {class: 'none'}, 'None.')]
+        : null),
+    v1 || call.analysis ? analysisSection(call.analysis) : null,
     h('section', {class: 'card', 'aria-labelledby': 'attempts-title'},
       h('h2', {id: 'attempts-title'}, `Attempts (${call.attempts.length})`),
       h('ol', {class: 'timeline'}, call.attempts.map(attemptItem))),
-    h('section', {class: 'card', 'aria-labelledby': 'actions-title'},
-      h('h2', {id: 'actions-title'}, `Actions (${call.actions.length})`),
-      call.actions.length
-        ? h('ul', {class: 'actions'}, call.actions.map((a) => actionItem(a, {showCall: false})))
-        : h('p', {class: 'none'}, 'The AI asked for no action.')),
+    v1 || call.actions.length
+      ? h('section', {class: 'card', 'aria-labelledby': 'actions-title'},
+        h('h2', {id: 'actions-title'}, `Actions (${call.actions.length})`),
+        call.actions.length
+          ? h('ul', {class: 'actions'}, call.actions.map((a) => actionItem(a, {showCall: false})))
+          : h('p', {class: 'none'}, 'The AI asked for no action.'))
+      : null,
     eventsSection(call.events, open),
-  ];
+  ].filter(Boolean);
 }
 
 function link(url, text) {
@@ -156,8 +183,10 @@ function eventsSection(events, open) {
             h('code', {}, e.type),
             e.type === 'action' && typeof e.payload?.event?.data?.action === 'string' ? [' ', h('code', {}, e.payload.event.data.action)] : null,
             ' ', time(e.receivedAt),
+            h('span', {class: 'tag format', title: `Webhook format ${e.format}`, dataset: {format: e.format}}, e.format),
             e.recognized ? null : h('span', {class: 'tag warn'}, 'unrecognized'),
             h('span', {class: e.signatureVerified ? 'tag ok' : 'tag'}, e.signatureVerified ? 'signed' : 'unsigned'),
+            e.upstreamId ? [' ', h('code', {class: 'upstream-id muted', title: 'The platform\'s event id'}, e.upstreamId)] : null,
             h('span', {class: 'muted'}, ` #${e.id}`)),
           jsonBlock(e.payload))))));
 }

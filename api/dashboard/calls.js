@@ -239,7 +239,7 @@ function row(call) {
       if (!event.target.closest('a, button') && !window.getSelection().toString()) location.hash = callHref(call.id);
     },
   },
-  h('th', {scope: 'row', 'data-label': 'Call'}, h('a', {href: callHref(call.id)}, call.id)),
+  h('th', {scope: 'row', 'data-label': 'Call'}, h('a', {href: callHref(call.id)}, call.id), dialled(call)),
   h('td', {'data-label': 'Status'}, statusBadge(call.status),
     call.stale ? h('span', {class: 'tag warn', title: 'Nothing arrived for longer than the retry window'}, 'stale') : null),
   h('td', {'data-label': 'Metadata', class: 'metadata'}, metadataChips(call.metadata)),
@@ -247,6 +247,15 @@ function row(call) {
   h('td', {'data-label': 'Duration', class: 'num'}, duration(call.durationSeconds)),
   h('td', {'data-label': 'Success'}, success(call.analysis?.success)),
   h('td', {'data-label': 'Created'}, time(call.createdAt)));
+}
+
+/** Under a v2 call's id: the number dialled and the agent (v1 calls have neither). */
+function dialled(call) {
+  if (!call.to && !call.agentId) return null;
+  return h('span', {class: 'dialled'},
+    call.to ? h('span', {class: 'to', title: 'Number dialled'}, call.to) : null,
+    call.to && call.agentId ? ' · ' : null,
+    call.agentId ? h('span', {class: 'agent', title: 'Agent'}, call.agentId) : null);
 }
 
 function emptyRow() {

@@ -39,6 +39,7 @@ export function svg(tag, attrs = {}, ...children) {
 export const STATUSES = [
   'INITIATE', 'IN_PROGRESS', 'ENDED', 'COMPLETED', 'TIMEOUT', 'FAILED',
   'VALIDATION_FAILED', 'BUSY', 'NO_ANSWER', 'SKIP', 'RESCHEDULED', 'ABORTED',
+  'VOICEMAIL',
 ];
 
 /** `NO_ANSWER` → `No answer`. */
@@ -88,6 +89,17 @@ export function percent(fraction) {
 export function number(value, digits = 0) {
   if (value === null || value === undefined) return '—';
   return value.toLocaleString(undefined, {maximumFractionDigits: digits});
+}
+
+/** 6.54 and `INR` → "₹6.54" (in the reader's locale); null → "—". */
+export function money(amount, currency) {
+  if (amount === null || amount === undefined) return '—';
+  try {
+    return amount.toLocaleString(undefined, {style: 'currency', currency, minimumFractionDigits: 2, maximumFractionDigits: 2});
+  } catch {
+    // A currency code Intl does not know: the number and the code as sent.
+    return `${number(amount, 2)} ${currency}`;
+  }
 }
 
 /** The analysis verdict as words and a sign, never colour alone. */
