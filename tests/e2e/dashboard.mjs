@@ -2,12 +2,13 @@
 // playwright-core), run by tests/tests/api/dashboard.rs against the real
 // server:
 //
-//   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR            live, paging, reconnect, filter, call page, inbox, narrow
+//   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR            live, paging, reconnect, filter, call pages (v1, v2), inbox, narrow
 //   node tests/e2e/dashboard.mjs BASE_URL SCREENSHOT_DIR --token T  the token prompt, then live with it
 //
 // It talks to the Rust test over stdio: it prints `READY` once the page is
 // open and live, waits for a `SIMULATED` line (the test ran `calltrail
-// simulate` meanwhile); without a token it then prints `RESTART` and waits
+// simulate` meanwhile: without a token, v1 and v2 calls, one of them a
+// VOICEMAIL); without a token it then prints `RESTART` and waits
 // for `RESTARTED` (the test killed the server, started it again on the same
 // address and sent more calls), prints `ACKED <action id>` after
 // acknowledging one, and `PASS` at the end. Any failed check exits 1 with
@@ -115,7 +116,8 @@ let outage = false;
 /** The variables of every `subscribe` the page sent. */
 const subscriptions = [];
 try {
-  const context = await browser.newContext({viewport: {width: 1280, height: 800}});
+  // en-US: the money the page formats with Intl is checked as text.
+  const context = await browser.newContext({viewport: {width: 1280, height: 800}, locale: 'en-US'});
   const page = await context.newPage();
   page.on('console', (message) => {
     if (outage && message.text().includes('ERR_CONNECTION_REFUSED')) return;
@@ -226,8 +228,12 @@ async function walkThrough(page) {
   check((await page.textContent('.summary')).includes(call.analysis.summary), 'the analysis summary is shown');
   check(await page.getAttribute('.call-view', 'data-status') === call.status, 'the call page shows its status');
   check(await page.evaluate(() => document.activeElement?.id === 'view-title'), 'focus moves to the new view');
+  check(await page.locator('.call-view [data-fact]').count() === 0, 'a v1 call shows no number, agent, ended reason or cost');
+  check((await page.$$eval('.events .tag.format', (tags) => tags.map((t) => t.textContent))).every((f) => f === 'V1'), 'its deliveries say V1');
   await page.click('.events > li:first-child summary');
   await shot(page, 'call', true);
+
+  await v2Calls(page, seen);
 
   // The inbox: acknowledge the first pending action.
   await page.click('nav a[data-nav="actions"]');
@@ -265,6 +271,65 @@ async function walkThrough(page) {
   await shot(page, 'narrow');
   await page.locator('table.calls tbody tr').first().scrollIntoViewIfNeeded();
   await shot(page, 'narrow-table');
+}
+
+/** v2 calls: live in the table with their number, a VOICEMAIL filter, and a v2 call page. */
+async function v2Calls(page, seen) {
+  const {v2} = await graphql('{ v2: calls(first: 100) { nodes { id to agentId } } }');
+  const v2Ids = v2.nodes.filter((c) => c.to !== null).map((c) => c.id);
+  check(v2Ids.length > 0, 'simulate --format v2 stored calls');
+  check(v2Ids.every((id) => id in seen), 'every v2 call appeared live');
+
+  // Filter by VOICEMAIL with the status list; the rows show the number dialled and the agent.
+  await page.click('nav a[data-nav="calls"]');
+  await page.waitForSelector('.calls-view[data-total]', {timeout: WAIT});
+  await page.click('.dropdown summary');
+  await page.check('input[name="status"][value="VOICEMAIL"]');
+  await page.keyboard.press('Escape');
+  await page.click('form.filters button[type="submit"]');
+  await page.waitForFunction(() => location.hash === '#/?status=VOICEMAIL');
+  const voicemail = await tableMatchesServer(page, {status: ['VOICEMAIL']});
+  check(voicemail.totalCount > 0, 'there is a VOICEMAIL call');
+  check((await tableRows(page)).every(([, status]) => status === 'VOICEMAIL'), 'the filter shows voicemail calls only');
+  await until('the stats to count the voicemail calls', async () =>
+    Number(await page.getAttribute('.stats', 'data-total')) === voicemail.totalCount);
+  check(await page.locator('.chart .bar.s-voicemail').count() === 1, 'the chart has a Voicemail bar');
+  const firstRow = page.locator('table.calls tbody tr[data-call-id]').first();
+  const callId = await firstRow.getAttribute('data-call-id');
+  check(await firstRow.locator('.status').textContent() === 'Voicemail', 'the badge says Voicemail');
+  const listed = v2.nodes.find((c) => c.id === callId);
+  check(await firstRow.locator('.dialled .to').textContent() === listed.to, 'the row shows the number dialled');
+  check(await firstRow.locator('.dialled .agent').textContent() === listed.agentId, 'the row shows the agent');
+  await page.mouse.move(0, 0);
+  await shot(page, 'calls-voicemail');
+
+  // The call page of that v2 call: what GraphQL says, and nothing v2 never sends.
+  await firstRow.locator('th a').click();
+  const {call} = await graphql(`query($id: ID!) { call(id: $id) {
+    status to agentId endedReason cost { amount currency perMinute } attempts { number }
+    events { id format upstreamId } analysis { summary } actions { id } } }`, {id: callId});
+  await until('the v2 call page', async () => (await page.locator('.call-view .events > li').count()) === call.events.length);
+  check(await page.getAttribute('.call-view', 'data-status') === 'VOICEMAIL', 'the call page shows VOICEMAIL');
+  const fact = (name) => page.locator(`.call-view [data-fact="${name}"]`).textContent();
+  check(await fact('to') === call.to, `the page shows to ${call.to}`);
+  check(await fact('agent') === call.agentId, `the page shows agent ${call.agentId}`);
+  const reason = page.locator('.call-view [data-fact="ended-reason"]');
+  check(await reason.getAttribute('data-value') === call.endedReason, `the page shows ended reason ${call.endedReason}`);
+  const spoken = call.endedReason.replaceAll('_', ' ');
+  check(await reason.textContent() === spoken.charAt(0).toUpperCase() + spoken.slice(1), 'the ended reason reads as words');
+  check(call.cost.currency === 'INR' && call.cost.amount !== null && call.cost.perMinute !== null, `a v2 cost: ${JSON.stringify(call.cost)}`);
+  check(await fact('cost') === `₹${call.cost.amount.toFixed(2)}`, `the page shows the cost ${call.cost.amount} ${call.cost.currency}`);
+  check(await fact('per-minute') === `₹${call.cost.perMinute.toFixed(2)}`, `the page shows the rate ${call.cost.perMinute} a minute`);
+  check(call.analysis === null && call.actions.length === 0, 'v2 sends no analysis or action');
+  check(await page.locator('#analysis-title, #actions-title').count() === 0, 'no empty analysis or actions card for a v2 call');
+  check(await page.locator('.timeline > li').count() === call.attempts.length, 'its one attempt is on the timeline');
+  const shown = await page.$$eval('.events > li', (items) => items.map((li) => [
+    li.querySelector('.tag.format').textContent, li.querySelector('.upstream-id')?.textContent ?? null]));
+  const expected = call.events.map((e) => [e.format, e.upstreamId]);
+  check(JSON.stringify(shown) === JSON.stringify(expected), `each delivery shows V2 and its event id: ${JSON.stringify(shown)}`);
+  await page.click('.events > li:last-child summary');
+  await page.mouse.move(0, 0);
+  await shot(page, 'call-v2', true);
 }
 
 /** The token prompt: a wrong token is refused, the right one works and stays for the session. */

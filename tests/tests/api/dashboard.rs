@@ -1,7 +1,8 @@
 //! The dashboard in a real browser: `tests/e2e/dashboard.mjs` drives Debian's
 //! headless Chromium (playwright-core) against the real binary while
-//! `calltrail simulate` sends calls, and the page must show them live. SQLite
-//! only: the dashboard reads GraphQL, which every other test covers on both.
+//! `calltrail simulate` sends calls (v1 and v2), and the page must show them
+//! live. SQLite only: the dashboard reads GraphQL, which every other test
+//! covers on both.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -50,22 +51,52 @@ fn setup() {
     }
 }
 
+/// The webhook secret of the first test's server: a bare one signs both formats.
+const SECRET: &str = "whsec_e2e_dashboard_5b9d";
+
+/// What to simulate: `calls` lifecycles of `format` from `seed`, at most
+/// `rate` deliveries a second, signed with `secret`.
+struct Run<'a> {
+    calls: usize,
+    seed: u64,
+    rate: Option<u32>,
+    format: &'a str,
+    secret: Option<&'a str>,
+}
+
+impl Run<'_> {
+    const fn v1(calls: usize, seed: u64, rate: Option<u32>) -> Self {
+        Run {
+            calls,
+            seed,
+            rate,
+            format: "v1",
+            secret: None,
+        }
+    }
+}
+
 /// `calltrail simulate` (the binary under test) against `base`.
-async fn simulate(base: &str, calls: usize, seed: u64, rate: Option<u32>) {
+async fn simulate(base: &str, run: Run<'_>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"));
     command.env_clear().args([
         "simulate",
         "--url",
         base,
+        "--format",
+        run.format,
         "--calls",
-        &calls.to_string(),
+        &run.calls.to_string(),
         "--seed",
-        &seed.to_string(),
+        &run.seed.to_string(),
         "--concurrency",
         "4",
     ]);
-    if let Some(rate) = rate {
+    if let Some(rate) = run.rate {
         command.args(["--rate", &rate.to_string()]);
+    }
+    if let Some(secret) = run.secret {
+        command.args(["--secret", secret]);
     }
     let output = command.output().await.expect("simulate runs");
     assert!(
@@ -163,6 +194,32 @@ async fn graphql(base: &str, token: Option<&str>, query: &str) -> serde_json::Va
     body["data"].clone()
 }
 
+/// A VOICEMAIL call for the page to show and filter: simulate's v2 mix
+/// usually makes one; when it did not, the fixture's `call.voicemail`
+/// lifecycle is posted (signed now), live like the rest.
+async fn ensure_a_voicemail(base: &str) {
+    let query = "{ calls(filter: {status: [VOICEMAIL]}) { totalCount } }";
+    if graphql(base, None, query).await["calls"]["totalCount"] != 0 {
+        return;
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/v2/voicemail.jsonl");
+    let client = reqwest::Client::new();
+    for line in std::fs::read_to_string(fixture).unwrap().lines() {
+        let signature =
+            calltrail::webhook::sign_v2(SECRET, chrono::Utc::now().timestamp(), line.as_bytes());
+        let answer = client
+            .post(format!("{base}/webhooks/call-events"))
+            .header("content-type", "application/json")
+            .header(calltrail::webhook::V2_HEADER, signature)
+            .body(line.to_owned())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200, "{}", answer.text().await.unwrap());
+    }
+    assert_eq!(graphql(base, None, query).await["calls"]["totalCount"], 1);
+}
+
 /// A port nothing listens on now, so that a restarted server keeps its address.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -177,13 +234,31 @@ async fn the_dashboard_shows_calls_arriving_live_and_acknowledges_an_action() {
     let _one_browser = BROWSER.lock().await;
     let database_url = fresh_database(Backend::Sqlite).await;
     let listen = format!("127.0.0.1:{}", free_port());
-    let settings = [("CALLTRAIL_LISTEN", listen.as_str())];
+    let settings = [
+        ("CALLTRAIL_LISTEN", listen.as_str()),
+        ("CALLTRAIL_WEBHOOK_SECRETS", SECRET),
+    ];
     let (mut server, base) = start_server_with(&database_url, &settings).await;
+    let signed = |run: Run<'static>| Run {
+        secret: Some(SECRET),
+        ..run
+    };
 
     let mut page = Script::start(&base, None);
     page.expect("READY").await;
-    // Paced, so that the page sees calls go from INITIATE to their outcome.
-    simulate(&base, 30, 8, Some(50)).await;
+    // Paced, so that the page sees calls go from INITIATE to their outcome;
+    // v1 and v2 calls at once, as during the platform's migration.
+    tokio::join!(
+        simulate(&base, signed(Run::v1(30, 8, Some(50)))),
+        simulate(
+            &base,
+            signed(Run {
+                format: "v2",
+                ..Run::v1(12, 8, Some(10))
+            })
+        ),
+    );
+    ensure_a_voicemail(&base).await;
     page.say("SIMULATED").await;
 
     // The server dies; calls arrive at its successor before the page is back.
@@ -192,7 +267,7 @@ async fn the_dashboard_shows_calls_arriving_live_and_acknowledges_an_action() {
     server.wait().await.expect("the server ends");
     let (_server, again) = start_server_with(&database_url, &settings).await;
     assert_eq!(again, base);
-    simulate(&base, 3, 9, None).await;
+    simulate(&base, signed(Run::v1(3, 9, None))).await;
     page.say("RESTARTED").await;
 
     let acknowledged = page.expect("ACKED ").await;
@@ -221,7 +296,7 @@ async fn with_an_api_token_the_dashboard_asks_for_it_and_then_works() {
         &[("CALLTRAIL_API_TOKEN", token)],
     )
     .await;
-    simulate(&base, 3, 21, None).await;
+    simulate(&base, Run::v1(3, 21, None)).await;
     // The page and its assets need no token.
     let client = reqwest::Client::new();
     for path in ["/", "/assets/app.js", "/assets/vendor/graphql-ws.js"] {
@@ -231,7 +306,7 @@ async fn with_an_api_token_the_dashboard_asks_for_it_and_then_works() {
 
     let mut page = Script::start(&base, Some(token));
     page.expect("READY").await;
-    simulate(&base, 3, 22, Some(40)).await;
+    simulate(&base, Run::v1(3, 22, Some(40))).await;
     page.say("SIMULATED").await;
     page.finish().await;
 
