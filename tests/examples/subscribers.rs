@@ -268,7 +268,7 @@ impl Server {
             })?;
         let server = Self { child, url, dir };
         let http = reqwest::Client::new();
-        for _ in 0..200 {
+        for _ in 0..1200 {
             let ready = http.get(format!("{}/readyz", server.url)).send().await;
             if ready.is_ok_and(|r| r.status().is_success()) {
                 println!("== server pid {} on {}", server.pid(), server.url);
@@ -317,9 +317,19 @@ impl Server {
             .to_owned()
     }
 
+    /// SIGTERM (the server drains and exits), SIGKILL after 30 s.
     async fn stop(mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .await;
+        if tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.start_kill();
+            let _ = self.child.wait().await;
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
 
-use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
+use async_graphql::parser::types::{
+    DocumentOperations, ExecutableDocument, OperationType, Selection,
+};
 use async_graphql::{Executor, Request, Response, ServerError, Value, Variables};
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -41,6 +43,8 @@ pub struct Share<E> {
     query: String,
     operation_name: Option<String>,
     variables: Variables,
+    /// The document, parsed once for every rendering.
+    document: Option<ExecutableDocument>,
     rendered: Mutex<BTreeMap<i64, Shared<BoxFuture<'static, Arc<str>>>>>,
 }
 
@@ -79,6 +83,7 @@ impl<E: Executor + Clone> Shares<E> {
             query: request.query.clone(),
             operation_name: request.operation_name.clone(),
             variables: request.variables.clone(),
+            document: async_graphql::parser::parse_query(&request.query).ok(),
             rendered: Mutex::new(BTreeMap::new()),
         });
         shares.insert(key, Arc::downgrade(&share));
@@ -115,9 +120,12 @@ impl<E: Executor + Clone> Share<E> {
     /// Render in a task of its own: a subscriber that stalls while awaiting
     /// it never holds up the others.
     fn render(&self, event: Arc<LiveEvent>) -> Shared<BoxFuture<'static, Arc<str>>> {
-        let request = Request::new(self.query.clone())
+        let mut request = Request::new(self.query.clone())
             .variables(self.variables.clone())
             .data(OneEvent(event));
+        if let Some(document) = &self.document {
+            request.set_parsed_query(document.clone());
+        }
         let request = match &self.operation_name {
             Some(name) => request.operation_name(name.clone()),
             None => request,

@@ -180,6 +180,8 @@ async fn upgrade(
     }
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // Clients send small messages; tungstenite zeroes this much on every read.
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| serve(socket, ws, protocol))
         .into_response()
 }
@@ -214,11 +216,11 @@ async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
                 Some(Ok(_)) => None,
                 Some(Err(_)) | None => return,
             },
-            Some((id, generation, item)) = connection.subscriptions.next(), if !connection.subscriptions.is_empty() => {
-                connection.emit(&id, generation, item, &mut out);
+            Some((operation, item)) = connection.subscriptions.next(), if !connection.subscriptions.is_empty() => {
+                connection.emit(&operation, item, &mut out);
                 while out.len() < WRITE_BATCH {
                     match connection.subscriptions.next().now_or_never() {
-                        Some(Some((id, generation, item))) => connection.emit(&id, generation, item, &mut out),
+                        Some(Some((operation, item))) => connection.emit(&operation, item, &mut out),
                         _ => break,
                     }
                 }
@@ -263,6 +265,8 @@ async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
 
 /// How long a client may take to send `connection_init` (graphql-transport-ws: 4408).
 const INIT_WAIT: Duration = Duration::from_secs(3);
+/// Bytes read from a socket at a time.
+const READ_BUFFER: usize = 4096;
 /// Messages written per flush at most.
 const WRITE_BATCH: usize = 256;
 const BAD_REQUEST: u16 = 4400;
@@ -277,7 +281,16 @@ enum Phase {
 }
 
 /// A subscription's messages: payloads (serialized responses), then None when it ends.
-type Messages = BoxStream<'static, (Arc<str>, u64, Option<Arc<str>>)>;
+type Messages = BoxStream<'static, (Arc<Operation>, Option<Arc<str>>)>;
+
+/// A running operation of a socket.
+struct Operation {
+    id: String,
+    /// Which start of the socket this is (an id may be reused after `complete`).
+    generation: u64,
+    /// `{"id":"…","type":"next","payload":`: a message is this, the payload and `}`.
+    prefix: String,
+}
 
 struct Connection<'a> {
     ws: &'a Ws,
@@ -387,33 +400,46 @@ impl Connection<'_> {
         self.started += 1;
         let generation = self.started;
         let (messages, handle) = stream::abortable(messages);
-        let key: Arc<str> = id.as_str().into();
-        let last = key.clone();
+        let kind = match self.protocol {
+            WebSocketProtocols::GraphQLWS => "next",
+            WebSocketProtocols::SubscriptionsTransportWS => "data",
+        };
+        let operation = Arc::new(Operation {
+            prefix: format!(
+                r#"{{"id":{},"type":"{kind}","payload":"#,
+                serde_json::Value::from(id.as_str())
+            ),
+            id: id.clone(),
+            generation,
+        });
+        let last = operation.clone();
         self.running.insert(id, (generation, handle));
         self.subscriptions.push(
             messages
-                .map(move |m| (key.clone(), generation, Some(m)))
-                .chain(stream::once(async move { (last, generation, None) }))
+                .map(move |m| (operation.clone(), Some(m)))
+                .chain(stream::once(async move { (last, None) }))
                 .boxed(),
         );
     }
 
-    /// Queue what a subscription yielded: a message, or `complete` when it ended by itself.
-    fn emit(&mut self, id: &str, generation: u64, item: Option<Arc<str>>, out: &mut Vec<Message>) {
+    /// Queue what an operation yielded: a message, or `complete` when it ended by itself.
+    fn emit(&mut self, operation: &Operation, item: Option<Arc<str>>, out: &mut Vec<Message>) {
         match item {
             Some(payload) => {
-                let kind = match self.protocol {
-                    WebSocketProtocols::GraphQLWS => "next",
-                    WebSocketProtocols::SubscriptionsTransportWS => "data",
-                };
                 self.ws.sent.increment(1);
-                let id = serde_json::to_string(id).unwrap_or_default();
-                out.push(Message::Text(
-                    format!(r#"{{"id":{id},"type":"{kind}","payload":{payload}}}"#).into(),
-                ));
+                let mut message = String::with_capacity(operation.prefix.len() + payload.len() + 1);
+                message.push_str(&operation.prefix);
+                message.push_str(&payload);
+                message.push('}');
+                out.push(Message::Text(message.into()));
             }
             None => {
-                if self.running.get(id).is_some_and(|(g, _)| *g == generation) {
+                let id = operation.id.as_str();
+                if self
+                    .running
+                    .get(id)
+                    .is_some_and(|(g, _)| *g == operation.generation)
+                {
                     self.running.remove(id);
                     out.push(self.complete(id));
                 }
