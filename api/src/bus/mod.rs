@@ -157,9 +157,10 @@ impl Drop for Active {
 /// position read and broadcast it. One read per process, whatever the
 /// number of subscribers; with none, only the position moves.
 async fn read(inner: std::sync::Weak<Inner>, wake: Arc<Notify>, mut last: i64) {
+    let mut known = live::Projections::default();
     loop {
         let Some(bus) = inner.upgrade() else { return };
-        if let Err(err) = catch_up(&bus, &mut last).await {
+        if let Err(err) = catch_up(&bus, &mut last, &mut known).await {
             tracing::error!(error = %err, "reading committed deliveries for subscribers failed; retrying");
         }
         drop(bus);
@@ -167,18 +168,26 @@ async fn read(inner: std::sync::Weak<Inner>, wake: Arc<Notify>, mut last: i64) {
     }
 }
 
-async fn catch_up(bus: &Inner, last: &mut i64) -> Result<(), crate::service::ServiceError> {
+async fn catch_up(
+    bus: &Inner,
+    last: &mut i64,
+    known: &mut live::Projections,
+) -> Result<(), crate::service::ServiceError> {
     loop {
         // Nobody listens: only move the position. Count the receivers after
         // reading the head, so that a subscriber that came meanwhile gets
         // everything after the head read by its own replay or from us.
         let head = live::head(&bus.db).await?;
         if bus.sender.receiver_count() == 0 {
+            if head > *last {
+                // Deliveries not read: the calls known are behind now.
+                known.clear();
+            }
             *last = (*last).max(head);
             bus.position.store(*last, Ordering::SeqCst);
             return Ok(());
         }
-        let page = live::after(&bus.db, *last, &LiveFilter::default(), READ_PAGE).await?;
+        let page = live::after_all(&bus.db, *last, READ_PAGE, known).await?;
         let Some(newest) = page.last() else {
             return Ok(());
         };

@@ -64,6 +64,90 @@ pub async fn head(db: &DatabaseConnection) -> Result<i64, ServiceError> {
     Ok(max.flatten().unwrap_or(0))
 }
 
+/// Calls most recently seen by a reader of the whole log, as of the last
+/// delivery it read: [`after_all`] applies the next deliveries to them
+/// instead of replaying each call's history again.
+#[derive(Default)]
+pub struct Projections {
+    calls: HashMap<String, Projection>,
+}
+
+impl Projections {
+    /// Calls kept at most; past that the reader starts over from the log.
+    const KEPT: usize = 10_000;
+
+    /// Forget everything (the reader skipped deliveries).
+    pub fn clear(&mut self) {
+        self.calls.clear();
+    }
+}
+
+/// [`after`] for the bus's reader, which reads every delivery in commit
+/// order: the calls as of each come from `known` (the state after the
+/// deliveries read before), so only calls new to it are read from the log.
+/// `after` must be the position of the last delivery read into `known`.
+pub async fn after_all(
+    db: &DatabaseConnection,
+    after: i64,
+    limit: u64,
+    known: &mut Projections,
+) -> Result<Vec<LiveEvent>, ServiceError> {
+    let events = webhook_event::Entity::find()
+        .filter(webhook_event::Column::Seq.gt(after))
+        .order_by_asc(webhook_event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let unknown: HashSet<&str> = events
+        .iter()
+        .filter_map(|e| e.call_id.as_deref())
+        .filter(|id| !known.calls.contains_key(*id))
+        .collect();
+    let history = if unknown.is_empty() {
+        Vec::new()
+    } else {
+        webhook_event::Entity::find()
+            .filter(webhook_event::Column::CallId.is_in(unknown.iter().copied()))
+            .filter(webhook_event::Column::Seq.lte(after))
+            .order_by_asc(webhook_event::Column::Seq)
+            .all(db)
+            .await?
+    };
+    let mut actions = actions_of(db, &events).await?;
+    // Every read done: from here on `known` moves to the page's last delivery.
+    if known.calls.len() + unknown.len() > Projections::KEPT {
+        known.clear();
+        return Box::pin(after_all(db, after, limit, known)).await;
+    }
+    for id in unknown {
+        known.calls.insert(id.to_owned(), Projection::default());
+    }
+    for e in &history {
+        apply(known, e);
+    }
+    Ok(events
+        .into_iter()
+        .map(|event| LiveEvent {
+            call: apply(known, &event),
+            actions: actions.remove(&event.id).unwrap_or_default(),
+            event,
+        })
+        .collect())
+}
+
+/// Apply a stored delivery to its call in `known`; the call after it.
+fn apply(known: &mut Projections, e: &webhook_event::Model) -> Option<call::Model> {
+    let call_id = e.call_id.as_deref()?;
+    let projection = known.calls.get_mut(call_id)?;
+    if let Ok(delivery) = parse(e.body.as_bytes()) {
+        projection.accept(delivery, e.received_at, e.signature_verified);
+    }
+    projection.call(call_id).map(crate::ingest::call_row)
+}
+
 /// Up to `limit` deliveries committed after position `after` that match
 /// `filter`, in commit order, with their calls as of each and their actions.
 pub async fn after(

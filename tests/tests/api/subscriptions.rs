@@ -541,3 +541,69 @@ async fn protocol_violations_close_the_socket_with_the_protocol_s_codes() {
     })
     .await;
 }
+
+/// Fields of the call that depend on its earlier deliveries.
+const AS_OF: &str = "subscription($after: String) {
+  callEvents(after: $after) {
+    event { id type }
+    call { id status createdAt updatedAt attemptCount reAttemptCount lifecycleEnded metadata }
+  }
+}";
+
+#[tokio::test]
+async fn live_messages_equal_the_replay_of_the_same_deliveries() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let from = cursor_now(&app.address, None).await;
+        // Part of each call committed before anyone listens: the live reader
+        // meets these calls halfway through their lifecycles.
+        let happy = fixture_lines("v1/happy-path.jsonl");
+        let retries = fixture_lines("v1/retry-no-answer-busy.jsonl");
+        for line in happy[..3].iter().chain(&retries[..2]) {
+            app.post_webhook(line.clone()).await;
+        }
+        let now = cursor_now(&app.address, None).await;
+        let mut live = Client::connect(&app.address, None).await;
+        live.subscribe("1", AS_OF, json!({"after": now})).await;
+        // Once this one arrived the replay is over: the rest arrives live.
+        let sentinel = app
+            .post_webhook(delivery("c_sentinel", "call.initiate", 0))
+            .await
+            .event_id();
+        assert_eq!(
+            live.next_call_event().await["event"]["id"],
+            sentinel.as_str()
+        );
+        let rest: Vec<_> = happy[3..].iter().chain(&retries[2..]).cloned().collect();
+        for line in &rest {
+            app.post_webhook(line.clone()).await;
+        }
+        let mut live_messages = Vec::new();
+        for _ in &rest {
+            live_messages.push(live.next_call_event().await);
+        }
+        // The same deliveries replayed from the log, on another socket, with
+        // another document (the same one would share the live renderings).
+        let mut replay = Client::connect(&app.address, None).await;
+        let replay_document = AS_OF.replacen("subscription(", "subscription Replay(", 1);
+        replay
+            .subscribe("1", &replay_document, json!({"after": from}))
+            .await;
+        let mut replayed = Vec::new();
+        // With the marker delivery of the second `cursor_now` and the sentinel.
+        for _ in 0..happy.len() + retries.len() + 2 {
+            replayed.push(replay.next_call_event().await);
+        }
+        let tail = &replayed[replayed.len() - rest.len()..];
+        assert_eq!(
+            live_messages, tail,
+            "{backend:?}: live and replayed messages differ"
+        );
+        let statuses: Vec<&str> = live_messages
+            .iter()
+            .map(|m| m["call"]["status"].as_str().unwrap())
+            .collect();
+        assert!(statuses.contains(&"COMPLETED"), "{backend:?}: {statuses:?}");
+    })
+    .await;
+}
