@@ -1,7 +1,8 @@
 //! Prometheus metrics (CONTRACT §5). Each app owns its registry — no global
 //! recorder — so several apps in one process (the tests) count apart.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
@@ -40,7 +41,20 @@ impl Refusal {
 pub struct Metrics {
     recorder: Arc<PrometheusRecorder>,
     handle: PrometheusHandle,
+    /// Handles registered by the first delivery of each kind, so that the
+    /// webhook's per-delivery counting allocates no labels and no key.
+    deliveries: Arc<Deliveries>,
 }
+
+/// `calltrail_deliveries_total` by event type, then by (outcome, reason);
+/// `calltrail_webhook_duration_seconds`.
+#[derive(Default)]
+struct Deliveries {
+    counters: RwLock<HashMap<String, Vec<(Outcome, Counter)>>>,
+    duration: OnceLock<Histogram>,
+}
+
+type Outcome = (&'static str, Option<&'static str>);
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -58,6 +72,7 @@ impl Metrics {
         Self {
             recorder: Arc::new(recorder),
             handle,
+            deliveries: Arc::default(),
         }
     }
 
@@ -79,22 +94,50 @@ impl Metrics {
 
     /// A delivery answered: `event_type` is `unknown` for types calltrail does not know.
     pub fn delivery(&self, event_type: &str, outcome: Result<bool, Refusal>, took: Duration) {
-        let (outcome, reason) = match outcome {
+        let outcome = match outcome {
             Ok(false) => ("stored", None),
             Ok(true) => ("duplicate", None),
             Err(refusal) => ("refused", Some(refusal.as_str())),
         };
+        self.delivery_counter(event_type, outcome).increment(1);
+        self.deliveries
+            .duration
+            .get_or_init(|| self.histogram("calltrail_webhook_duration_seconds", Vec::new()))
+            .record(took.as_secs_f64());
+    }
+
+    /// The counter of one (type, outcome, reason), registered on first use.
+    fn delivery_counter(&self, event_type: &str, outcome: Outcome) -> Counter {
+        let find = |kinds: &Vec<(Outcome, Counter)>| {
+            kinds
+                .iter()
+                .find(|(o, _)| *o == outcome)
+                .map(|(_, c)| c.clone())
+        };
+        let counters = &self.deliveries.counters;
+        if let Some(counter) = counters
+            .read()
+            .expect("not poisoned")
+            .get(event_type)
+            .and_then(find)
+        {
+            return counter;
+        }
+        let (name, reason) = outcome;
         let mut labels = vec![
             Label::new("type", event_type.to_owned()),
-            Label::new("outcome", outcome),
+            Label::new("outcome", name),
         ];
         if let Some(reason) = reason {
             labels.push(Label::new("reason", reason));
         }
-        self.counter("calltrail_deliveries_total", labels)
-            .increment(1);
-        self.histogram("calltrail_webhook_duration_seconds", Vec::new())
-            .record(took.as_secs_f64());
+        let counter = self.counter("calltrail_deliveries_total", labels);
+        let mut counters = counters.write().expect("not poisoned");
+        let kinds = counters.entry(event_type.to_owned()).or_default();
+        if find(kinds).is_none() {
+            kinds.push((outcome, counter.clone()));
+        }
+        counter
     }
 
     /// A GraphQL operation (`query`, `mutation` or `subscription`) ran.
