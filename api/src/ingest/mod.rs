@@ -4,6 +4,7 @@
 
 mod postgres;
 mod reprocess;
+mod rows;
 mod store;
 
 use std::sync::Arc;

@@ -4,20 +4,20 @@
 //! `postgres.rs`; SQLite's are built here with SeaORM.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
-use entity::{action, analysis, attempt, call, webhook_event};
-use sea_orm::sea_query::OnConflict;
+use entity::call;
+use sea_orm::Value as DbValue;
 use sea_orm::sqlx::PgPool;
 use sea_orm::{
-    ActiveValue::{NotSet, Set},
-    ColumnTrait, Condition, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QuerySelect, SqliteTransactionMode,
-    Statement, TransactionOptions, TransactionTrait,
+    ActiveValue::Set, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
+    DbErr, QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 use serde_json::Value;
 
 use super::postgres;
+use super::rows::{self, Rows};
 use crate::domain::{
     ActionRow, AnalysisRow, AttemptState, CallState, CallStatus, Changes, Cost, Decision, Delivery,
     EventRef, Projection, StoredEvent,
@@ -130,6 +130,30 @@ fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
         .collect()
 }
 
+/// The batch's calls with their current attempts, one row each. The ids
+/// travel as one JSON array, so the text is the same whatever the batch and
+/// SQLite prepares it once per connection; columns are read by position
+/// (by name, SeaORM formats every column's name again for every row).
+const LOAD_CALLS: &str = "SELECT c.id, c.metadata, c.started_at, c.ended_at, c.duration_seconds, \
+    c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, \
+    c.lifecycle_ended, c.success, c.credits_used, c.to_number, c.agent_id, c.ended_reason, \
+    c.cost_amount, c.cost_per_minute, c.cost_currency, c.created_at, c.updated_at, c.last_event_at, \
+    c.attempt_count, a.number, a.status, a.connected, a.started_at, a.ended_at, a.duration_seconds, \
+    a.recording_url, a.detail_url, a.credits_used, a.created_at, a.updated_at \
+    FROM call c LEFT JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count \
+    WHERE c.id IN (SELECT value FROM json_each(?))";
+
+/// Stored copies of the batch's bytes (dedupe), keys as one JSON array.
+const LOAD_STORED: &str = "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
+    WHERE dedupe_key IN (SELECT value FROM json_each(?))";
+
+/// `sql` with `keys` as its one argument: a JSON array of strings.
+fn with_keys(sql: &str, keys: &BTreeSet<&str>) -> Statement {
+    let keys: Vec<&str> = keys.iter().copied().collect();
+    let json = serde_json::to_string(&keys).expect("strings serialize");
+    Statement::from_sql_and_values(DatabaseBackend::Sqlite, sql, [json.into()])
+}
+
 async fn load_calls(
     txn: &DatabaseTransaction,
     ids: &BTreeSet<&str>,
@@ -137,60 +161,83 @@ async fn load_calls(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let calls = call::Entity::find()
-        .filter(call::Column::Id.is_in(ids.iter().copied()))
-        .all(txn)
-        .await?;
-    if calls.is_empty() {
-        return Ok(Vec::new());
-    }
-    let current = calls.iter().fold(Condition::any(), |cond, c| {
-        cond.add(
-            Condition::all()
-                .add(attempt::Column::CallId.eq(c.id.as_str()))
-                .add(attempt::Column::Number.eq(c.attempt_count)),
-        )
-    });
-    let mut attempts = attempt::Entity::find().filter(current).all(txn).await?;
-    calls
-        .into_iter()
-        .map(|c| {
-            let i = attempts
-                .iter()
-                .position(|a| a.call_id == c.id)
-                .ok_or_else(|| {
-                    DbErr::RecordNotFound(format!("attempt {} of call {}", c.attempt_count, c.id))
-                })?;
-            call_state(c, attempts.swap_remove(i))
-        })
+    txn.query_all_raw(with_keys(LOAD_CALLS, ids))
+        .await?
+        .iter()
+        .map(loaded_call)
         .collect()
+}
+
+/// One row of [`LOAD_CALLS`]; a call without its current attempt is an error.
+fn loaded_call(row: &QueryResult) -> Result<CallState, DbErr> {
+    let id: String = row.try_get_by_index(0)?;
+    let attempt_count: i32 = row.try_get_by_index(22)?;
+    let Some(number) = row.try_get_by_index::<Option<i32>>(23)? else {
+        return Err(DbErr::RecordNotFound(format!(
+            "attempt {attempt_count} of call {id}"
+        )));
+    };
+    let status_word: String = row.try_get_by_index(24)?;
+    Ok(CallState {
+        metadata: match row.try_get_by_index(1)? {
+            Some(Value::Object(m)) => m,
+            _ => serde_json::Map::new(),
+        },
+        started_at: row.try_get_by_index(2)?,
+        ended_at: row.try_get_by_index(3)?,
+        duration_seconds: row.try_get_by_index(4)?,
+        recording_url: row.try_get_by_index(5)?,
+        detail_url: row.try_get_by_index(6)?,
+        re_attempt_count: row.try_get_by_index(7)?,
+        rescheduled_count: row.try_get_by_index(8)?,
+        final_status: row.try_get_by_index(9)?,
+        lifecycle_ended: row.try_get_by_index(10)?,
+        success: row.try_get_by_index(11)?,
+        credits_used: row.try_get_by_index(12)?,
+        to: row.try_get_by_index(13)?,
+        agent_id: row.try_get_by_index(14)?,
+        ended_reason: row.try_get_by_index(15)?,
+        cost: cost(
+            row.try_get_by_index(16)?,
+            row.try_get_by_index(17)?,
+            row.try_get_by_index(18)?,
+        ),
+        created_at: row.try_get_by_index(19)?,
+        updated_at: row.try_get_by_index(20)?,
+        last_event_at: row.try_get_by_index(21)?,
+        current: AttemptState {
+            number,
+            status: status(&status_word)?,
+            connected: row.try_get_by_index(25)?,
+            started_at: row.try_get_by_index(26)?,
+            ended_at: row.try_get_by_index(27)?,
+            duration_seconds: row.try_get_by_index(28)?,
+            recording_url: row.try_get_by_index(29)?,
+            detail_url: row.try_get_by_index(30)?,
+            credits_used: row.try_get_by_index(31)?,
+            created_at: row.try_get_by_index(32)?,
+            updated_at: row.try_get_by_index(33)?,
+        },
+        id,
+    })
 }
 
 async fn load_stored(
     txn: &DatabaseTransaction,
     keys: &BTreeSet<&str>,
 ) -> Result<Vec<StoredEvent>, DbErr> {
-    let rows: Vec<(i64, Option<String>, Option<i32>, String)> = webhook_event::Entity::find()
-        .select_only()
-        .columns([
-            webhook_event::Column::Id,
-            webhook_event::Column::CallId,
-            webhook_event::Column::AttemptNumber,
-            webhook_event::Column::DedupeKey,
-        ])
-        .filter(webhook_event::Column::DedupeKey.is_in(keys.iter().copied()))
-        .into_tuple()
-        .all(txn)
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, call_id, attempt_number, dedupe_key)| StoredEvent {
-            id,
-            call_id,
-            attempt_number,
-            dedupe_key,
+    txn.query_all_raw(with_keys(LOAD_STORED, keys))
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(StoredEvent {
+                id: row.try_get_by_index(0)?,
+                call_id: row.try_get_by_index(1)?,
+                attempt_number: row.try_get_by_index(2)?,
+                dedupe_key: row.try_get_by_index(3)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// Write a batch's changes; returns the ids of its new raw-log rows, in order.
@@ -203,30 +250,50 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
         actions,
     } = changes;
     let first_seq = reserve_seqs(txn, events.len()).await?;
-    let ids: Vec<i64> =
-        webhook_event::Entity::insert_many(events.into_iter().zip(first_seq..).map(|(e, seq)| {
-            webhook_event::ActiveModel {
-                id: NotSet,
-                seq: Set(seq),
-                received_at: Set(e.received_at),
-                format: Set(e.format.as_str().to_owned()),
-                event_type: Set(e.event_type),
-                call_id: Set(e.call_id),
-                attempt_number: Set(e.attempt_number),
-                dedupe_key: Set(e.dedupe_key),
-                upstream_id: Set(e.upstream_id),
-                signature_verified: Set(e.signature_verified),
-                recognized: Set(e.recognized),
-                outcome: Set(e.outcome.to_owned()),
-                body: Set(e.body),
-            }
-        }))
-        .exec_with_returning_keys(txn)
-        .await?;
-
+    let mut rows = Rows::new("webhook_event", EVENT_COLUMNS, events.len());
+    for (e, seq) in events.into_iter().zip(first_seq..) {
+        rows.push([
+            seq.into(),
+            e.received_at.into(),
+            e.format.as_str().into(),
+            e.event_type.into(),
+            e.call_id.into(),
+            e.attempt_number.into(),
+            e.dedupe_key.into(),
+            e.upstream_id.into(),
+            e.signature_verified.into(),
+            e.recognized.into(),
+            e.outcome.into(),
+            e.body.into(),
+        ]);
+    }
+    let mut ids = vec![0; rows.len()];
+    if !rows.is_empty() {
+        // Matched by `seq`: the order of RETURNING rows is not promised.
+        let statement = rows.statement(txn.get_database_backend(), "RETURNING id, seq");
+        for row in txn.query_all_raw(statement).await? {
+            let (id, seq): (i64, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+            ids[(seq - first_seq) as usize] = id;
+        }
+    }
     write_projection(txn, calls, attempts, analyses, actions, &ids).await?;
     Ok(ids)
 }
+
+const EVENT_COLUMNS: &[&str] = &[
+    "seq",
+    "received_at",
+    "format",
+    "event_type",
+    "call_id",
+    "attempt_number",
+    "dedupe_key",
+    "upstream_id",
+    "signature_verified",
+    "recognized",
+    "outcome",
+    "body",
+];
 
 /// Reserve `n` positions in commit order; returns the first. SQLite has one
 /// writer, so commit order is already this transaction's; the clock keeps
@@ -247,6 +314,99 @@ async fn reserve_seqs(txn: &DatabaseTransaction, n: usize) -> Result<i64, DbErr>
     Ok(last - n as i64 + 1)
 }
 
+const CALL_COLUMNS: &[&str] = &[
+    "id",
+    "status",
+    "metadata",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    "recording_url",
+    "detail_url",
+    "attempt_count",
+    "re_attempt_count",
+    "rescheduled_count",
+    "final_status",
+    "lifecycle_ended",
+    "success",
+    "credits_used",
+    "to_number",
+    "agent_id",
+    "ended_reason",
+    "cost_amount",
+    "cost_per_minute",
+    "cost_currency",
+    "created_at",
+    "updated_at",
+    "last_event_at",
+];
+
+const ATTEMPT_COLUMNS: &[&str] = &[
+    "call_id",
+    "number",
+    "status",
+    "connected",
+    "started_at",
+    "ended_at",
+    "duration_seconds",
+    "recording_url",
+    "detail_url",
+    "credits_used",
+    "created_at",
+    "updated_at",
+];
+
+const ANALYSIS_COLUMNS: &[&str] = &[
+    "call_id",
+    "attempt_number",
+    "event_id",
+    "success",
+    "summary",
+    "required_actions",
+    "insights",
+    "outcome",
+    "credits_used",
+    "credits_available",
+    "created_at",
+];
+
+const ACTION_COLUMNS: &[&str] = &[
+    "event_id",
+    "call_id",
+    "attempt_number",
+    "kind",
+    "reason",
+    "payload",
+    "status",
+    "note",
+    "created_at",
+    "handled_at",
+];
+
+/// A call's row is rewritten whole on conflict, except its id and `created_at`.
+static CALL_UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let update: Vec<&str> = CALL_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "id" | "created_at"))
+        .collect();
+    rows::upsert(&["id"], &update)
+});
+
+/// So is an attempt's, except its key and `created_at`.
+static ATTEMPT_UPSERT: LazyLock<String> = LazyLock::new(|| {
+    let update: Vec<&str> = ATTEMPT_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| !matches!(*c, "call_id" | "number" | "created_at"))
+        .collect();
+    rows::upsert(&["call_id", "number"], &update)
+});
+
+/// One analysis per attempt: a later one replaces it whole.
+static ANALYSIS_UPSERT: LazyLock<String> =
+    LazyLock::new(|| rows::upsert(&["call_id", "attempt_number"], &ANALYSIS_COLUMNS[2..]));
+
 /// Write calls, attempts, analyses and actions; `ids` maps the event
 /// indexes of analyses and actions to raw-log ids. Shared by SQLite ingestion
 /// and `calltrail reprocess`.
@@ -258,114 +418,56 @@ pub(super) async fn write_projection(
     actions: Vec<(usize, ActionRow)>,
     ids: &[i64],
 ) -> Result<(), DbErr> {
-    if !calls.is_empty() {
-        use call::Column as C;
-        call::Entity::insert_many(calls.iter().map(call_model))
-            .on_conflict(
-                OnConflict::column(C::Id)
-                    .update_columns([
-                        C::Status,
-                        C::Metadata,
-                        C::StartedAt,
-                        C::EndedAt,
-                        C::DurationSeconds,
-                        C::RecordingUrl,
-                        C::DetailUrl,
-                        C::AttemptCount,
-                        C::ReAttemptCount,
-                        C::RescheduledCount,
-                        C::FinalStatus,
-                        C::LifecycleEnded,
-                        C::Success,
-                        C::CreditsUsed,
-                        C::ToNumber,
-                        C::AgentId,
-                        C::EndedReason,
-                        C::CostAmount,
-                        C::CostPerMinute,
-                        C::CostCurrency,
-                        C::UpdatedAt,
-                        C::LastEventAt,
-                    ])
-                    .to_owned(),
-            )
-            .exec_without_returning(txn)
+    let mut rows = Rows::new("call", CALL_COLUMNS, calls.len());
+    for c in &calls {
+        rows.push(call_values(c));
+    }
+    insert(txn, rows, &CALL_UPSERT).await?;
+    let mut rows = Rows::new("attempt", ATTEMPT_COLUMNS, attempts.len());
+    for (call_id, a) in &attempts {
+        rows.push(attempt_values(call_id, a));
+    }
+    insert(txn, rows, &ATTEMPT_UPSERT).await?;
+    let mut rows = Rows::new("analysis", ANALYSIS_COLUMNS, analyses.len());
+    for (i, a) in analyses {
+        rows.push([
+            a.call_id.into(),
+            a.attempt_number.into(),
+            ids[i].into(),
+            a.success.into(),
+            a.summary.into(),
+            Value::from(a.required_actions).into(),
+            a.insights.into(),
+            a.outcome.into(),
+            a.credits_used.into(),
+            a.credits_available.into(),
+            a.created_at.into(),
+        ]);
+    }
+    insert(txn, rows, &ANALYSIS_UPSERT).await?;
+    let mut rows = Rows::new("action", ACTION_COLUMNS, actions.len());
+    for (i, a) in actions {
+        rows.push([
+            ids[i].into(),
+            a.call_id.into(),
+            a.attempt_number.into(),
+            a.kind.into(),
+            a.reason.into(),
+            a.payload.into(),
+            a.status.into(),
+            None::<String>.into(),
+            a.created_at.into(),
+            None::<DateTime<Utc>>.into(),
+        ]);
+    }
+    insert(txn, rows, "").await
+}
+
+/// Insert `rows` (none: nothing to run), `tail` saying what a conflict does.
+async fn insert(txn: &DatabaseTransaction, rows: Rows, tail: &str) -> Result<(), DbErr> {
+    if !rows.is_empty() {
+        txn.execute_raw(rows.statement(txn.get_database_backend(), tail))
             .await?;
-    }
-    if !attempts.is_empty() {
-        use attempt::Column as A;
-        attempt::Entity::insert_many(
-            attempts
-                .iter()
-                .map(|(call_id, a)| attempt_model(call_id, a)),
-        )
-        .on_conflict(
-            OnConflict::columns([A::CallId, A::Number])
-                .update_columns([
-                    A::Status,
-                    A::Connected,
-                    A::StartedAt,
-                    A::EndedAt,
-                    A::DurationSeconds,
-                    A::RecordingUrl,
-                    A::DetailUrl,
-                    A::CreditsUsed,
-                    A::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    }
-    if !analyses.is_empty() {
-        use analysis::Column as N;
-        analysis::Entity::insert_many(analyses.into_iter().map(|(i, a)| analysis::ActiveModel {
-            call_id: Set(a.call_id),
-            attempt_number: Set(a.attempt_number),
-            event_id: Set(ids[i]),
-            success: Set(a.success),
-            summary: Set(a.summary),
-            required_actions: Set(Value::from(a.required_actions)),
-            insights: Set(a.insights),
-            outcome: Set(a.outcome),
-            credits_used: Set(a.credits_used),
-            credits_available: Set(a.credits_available),
-            created_at: Set(a.created_at),
-        }))
-        .on_conflict(
-            OnConflict::columns([N::CallId, N::AttemptNumber])
-                .update_columns([
-                    N::EventId,
-                    N::Success,
-                    N::Summary,
-                    N::RequiredActions,
-                    N::Insights,
-                    N::Outcome,
-                    N::CreditsUsed,
-                    N::CreditsAvailable,
-                    N::CreatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await?;
-    }
-    if !actions.is_empty() {
-        action::Entity::insert_many(actions.into_iter().map(|(i, a)| action::ActiveModel {
-            id: NotSet,
-            event_id: Set(ids[i]),
-            call_id: Set(a.call_id),
-            attempt_number: Set(a.attempt_number),
-            kind: Set(a.kind),
-            reason: Set(a.reason),
-            payload: Set(a.payload),
-            status: Set(a.status.to_owned()),
-            note: Set(None),
-            created_at: Set(a.created_at),
-            handled_at: Set(None),
-        }))
-        .exec_without_returning(txn)
-        .await?;
     }
     Ok(())
 }
@@ -420,65 +522,58 @@ pub(super) fn cost(
     })
 }
 
-fn attempt_model(call_id: &str, a: &AttemptState) -> attempt::ActiveModel {
-    attempt::ActiveModel {
-        call_id: Set(call_id.to_owned()),
-        number: Set(a.number),
-        status: Set(a.status.as_str().to_owned()),
-        connected: Set(a.connected),
-        started_at: Set(a.started_at),
-        ended_at: Set(a.ended_at),
-        duration_seconds: Set(a.duration_seconds),
-        recording_url: Set(a.recording_url.clone()),
-        detail_url: Set(a.detail_url.clone()),
-        credits_used: Set(a.credits_used),
-        created_at: Set(a.created_at),
-        updated_at: Set(a.updated_at),
-    }
+/// A call's row, in [`CALL_COLUMNS`] order.
+fn call_values(c: &CallState) -> [DbValue; 24] {
+    let cost = c.cost.as_ref();
+    [
+        c.id.as_str().into(),
+        c.status().as_str().into(),
+        (!c.metadata.is_empty())
+            .then(|| Value::Object(c.metadata.clone()))
+            .into(),
+        c.started_at.into(),
+        c.ended_at.into(),
+        c.duration_seconds.into(),
+        c.recording_url.clone().into(),
+        c.detail_url.clone().into(),
+        c.current.number.into(),
+        c.re_attempt_count.into(),
+        c.rescheduled_count.into(),
+        c.final_status.clone().into(),
+        c.lifecycle_ended.into(),
+        c.success.into(),
+        c.credits_used.into(),
+        c.to.clone().into(),
+        c.agent_id.clone().into(),
+        c.ended_reason.clone().into(),
+        cost.and_then(|x| x.amount).into(),
+        cost.and_then(|x| x.per_minute).into(),
+        cost.map(|x| x.currency.clone()).into(),
+        c.created_at.into(),
+        c.updated_at.into(),
+        c.last_event_at.into(),
+    ]
+}
+
+/// An attempt's row, in [`ATTEMPT_COLUMNS`] order.
+fn attempt_values(call_id: &str, a: &AttemptState) -> [DbValue; 12] {
+    [
+        call_id.into(),
+        a.number.into(),
+        a.status.as_str().into(),
+        a.connected.into(),
+        a.started_at.into(),
+        a.ended_at.into(),
+        a.duration_seconds.into(),
+        a.recording_url.clone().into(),
+        a.detail_url.clone().into(),
+        a.credits_used.into(),
+        a.created_at.into(),
+        a.updated_at.into(),
+    ]
 }
 
 fn status(s: &str) -> Result<CallStatus, DbErr> {
     CallStatus::from_db(s)
         .ok_or_else(|| DbErr::Type(format!("unknown call status {s:?} in the database")))
-}
-
-fn call_state(c: call::Model, a: attempt::Model) -> Result<CallState, DbErr> {
-    Ok(CallState {
-        metadata: match c.metadata {
-            Some(Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        },
-        started_at: c.started_at,
-        ended_at: c.ended_at,
-        duration_seconds: c.duration_seconds,
-        recording_url: c.recording_url,
-        detail_url: c.detail_url,
-        re_attempt_count: c.re_attempt_count,
-        rescheduled_count: c.rescheduled_count,
-        final_status: c.final_status,
-        lifecycle_ended: c.lifecycle_ended,
-        success: c.success,
-        credits_used: c.credits_used,
-        to: c.to_number,
-        agent_id: c.agent_id,
-        ended_reason: c.ended_reason,
-        cost: cost(c.cost_amount, c.cost_per_minute, c.cost_currency),
-        created_at: c.created_at,
-        updated_at: c.updated_at,
-        last_event_at: c.last_event_at,
-        current: AttemptState {
-            number: a.number,
-            status: status(&a.status)?,
-            connected: a.connected,
-            started_at: a.started_at,
-            ended_at: a.ended_at,
-            duration_seconds: a.duration_seconds,
-            recording_url: a.recording_url,
-            detail_url: a.detail_url,
-            credits_used: a.credits_used,
-            created_at: a.created_at,
-            updated_at: a.updated_at,
-        },
-        id: c.id,
-    })
 }
