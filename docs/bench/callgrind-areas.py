@@ -41,7 +41,13 @@ prep=g(r'^sqlite3LockAndPrepare$')
 exec_=g(r'^sqlite3_exec$')
 prepexec=g(r'^sqlite3_prepare_v2$')
 bus=g(r'^calltrail::bus::read::\{\{closure\}\}$')
-tracing_=g(r'^<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll$')
+# The request's span around the rest of the middleware chain: the largest
+# instrumented future between the middleware and the handler (several share
+# the name).
+spans=[n for f,n in inc.items()
+       if f.endswith('<tracing::instrument::Instrumented<T> as core::future::future::Future>::poll')
+       and handler <= n <= mw]
+tracing_=max(spans, default=handler)
 rows=[
  ("HTTP: hyper/axum connection, routing, body, response", conn-mw+tracing_-handler),
  ("request id + log middleware (requests.rs)", mw-tracing_),
