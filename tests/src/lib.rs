@@ -2,6 +2,7 @@
 //! fresh database (SQLite always; PostgreSQL too when TEST_DATABASE_URL is
 //! set), and talk to it the way the platform and the frontends do.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -29,6 +30,56 @@ pub fn backends() -> Vec<Backend> {
     all
 }
 
+tokio::task_local! {
+    /// The databases [`fresh_database`] made for the running test body.
+    static CREATED: RefCell<Vec<(Backend, String)>>;
+}
+
+/// Run `body`, then drop the databases it made if it passed (a failing
+/// test's databases stay, to be looked at).
+async fn cleaning_up(body: impl Future<Output = ()>) {
+    CREATED
+        .scope(RefCell::new(Vec::new()), async {
+            body.await;
+            let created = CREATED.with(|c| c.take());
+            for (backend, url) in created {
+                drop_database(backend, &url).await;
+            }
+        })
+        .await;
+}
+
+/// Best effort: a database left behind is harmless (`.ci/run` drops them too).
+async fn drop_database(backend: Backend, url: &str) {
+    match backend {
+        Backend::Sqlite => {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .split('?')
+                .next()
+                .unwrap_or_default();
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+        Backend::Postgres => {
+            let Some(name) = url.rsplit('/').next().and_then(|n| n.split('?').next()) else {
+                return;
+            };
+            let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+                return;
+            };
+            if let Ok(admin) = Database::connect(&server).await {
+                // FORCE: the app under test still holds its pools.
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await;
+                admin.close().await.ok();
+            }
+        }
+    }
+}
+
 /// Run a test body once per backend.
 pub async fn on_each_backend<F, Fut>(body: F)
 where
@@ -36,7 +87,7 @@ where
     Fut: Future<Output = ()>,
 {
     for backend in backends() {
-        body(backend).await;
+        cleaning_up(body(backend)).await;
     }
 }
 
@@ -52,13 +103,20 @@ where
 {
     for backend in backends() {
         for batch in BATCH_LIMITS {
-            body(backend, batch).await;
+            cleaning_up(body(backend, batch)).await;
         }
     }
 }
 
-/// A URL of a new, empty database.
+/// A URL of a new, empty database; dropped after the test body passes when
+/// made inside [`on_each_backend`].
 pub async fn fresh_database(backend: Backend) -> String {
+    let url = new_database(backend).await;
+    let _ = CREATED.try_with(|c| c.borrow_mut().push((backend, url.clone())));
+    url
+}
+
+async fn new_database(backend: Backend) -> String {
     let name = format!("calltrail_test_{:016x}", rand::random::<u64>());
     match backend {
         Backend::Sqlite => {
