@@ -101,6 +101,16 @@ impl Projection {
         this
     }
 
+    /// Forget what a batch would write (raw bodies, rows), keeping the
+    /// calls' states and the dedupe keys: for readers that only follow state.
+    pub fn forget_changes(&mut self) {
+        self.events.clear();
+        self.actions.clear();
+        self.analyses.clear();
+        self.closed_attempts.clear();
+        self.touched.clear();
+    }
+
     pub fn call(&self, id: &str) -> Option<&CallState> {
         self.calls.get(id)
     }

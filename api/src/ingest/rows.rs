@@ -8,6 +8,9 @@ use std::fmt::Write;
 
 use sea_orm::{DatabaseBackend, Statement, Value};
 
+/// Most values bound to one statement (SQLite's default limit).
+pub(super) const MAX_VALUES: usize = 32766;
+
 /// Rows for one table: the values of each row, column by column.
 pub(super) struct Rows {
     table: &'static str,
@@ -42,6 +45,28 @@ impl Rows {
     /// How many rows.
     pub(super) fn len(&self) -> usize {
         self.values.len() / self.columns.len()
+    }
+
+    /// The rows as statements of at most [`MAX_VALUES`] bound values each
+    /// (SQLite refuses more than 32766 per statement, PostgreSQL 65535).
+    pub(super) fn statements(self, backend: DatabaseBackend, tail: &str) -> Vec<Statement> {
+        let per = (MAX_VALUES / self.columns.len()).max(1) * self.columns.len();
+        let (table, columns) = (self.table, self.columns);
+        let mut values = self.values;
+        let mut out = Vec::new();
+        while !values.is_empty() {
+            let rest = values.split_off(per.min(values.len()));
+            out.push(
+                Rows {
+                    table,
+                    columns,
+                    values,
+                }
+                .statement(backend, tail),
+            );
+            values = rest;
+        }
+        out
     }
 
     /// `INSERT INTO table (columns) VALUES (…), (…) tail` for `backend`'s placeholders.

@@ -270,10 +270,11 @@ async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, 
     let mut ids = vec![0; rows.len()];
     if !rows.is_empty() {
         // Matched by `seq`: the order of RETURNING rows is not promised.
-        let statement = rows.statement(txn.get_database_backend(), "RETURNING id, seq");
-        for row in txn.query_all_raw(statement).await? {
-            let (id, seq): (i64, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
-            ids[(seq - first_seq) as usize] = id;
+        for statement in rows.statements(txn.get_database_backend(), "RETURNING id, seq") {
+            for row in txn.query_all_raw(statement).await? {
+                let (id, seq): (i64, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
+                ids[(seq - first_seq) as usize] = id;
+            }
         }
     }
     write_projection(txn, calls, attempts, analyses, actions, &ids).await?;
@@ -465,9 +466,8 @@ pub(super) async fn write_projection(
 
 /// Insert `rows` (none: nothing to run), `tail` saying what a conflict does.
 async fn insert(txn: &DatabaseTransaction, rows: Rows, tail: &str) -> Result<(), DbErr> {
-    if !rows.is_empty() {
-        txn.execute_raw(rows.statement(txn.get_database_backend(), tail))
-            .await?;
+    for statement in rows.statements(txn.get_database_backend(), tail) {
+        txn.execute_raw(statement).await?;
     }
     Ok(())
 }

@@ -144,6 +144,7 @@ fn apply(known: &mut Projections, e: &webhook_event::Model) -> Option<call::Mode
     let projection = known.calls.get_mut(call_id)?;
     if let Ok(delivery) = parse(e.body.as_bytes()) {
         projection.accept(delivery, e.received_at, e.signature_verified);
+        projection.forget_changes();
     }
     projection.call(call_id).map(crate::ingest::call_row)
 }
@@ -230,4 +231,78 @@ async fn actions_of(
         map.entry(a.event_id).or_default().push(a);
     }
     Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migration::MigratorTrait;
+
+    /// The bus reader's cache should hold each call's state, not every raw
+    /// body the call ever received.
+    #[tokio::test]
+    async fn the_readers_known_calls_do_not_keep_every_body() {
+        let path = std::env::temp_dir().join(format!("review-known-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        migration::Migrator::up(&db, None).await.unwrap();
+        let pad = "x".repeat(100_000);
+        let deliveries: Vec<_> = (0..20)
+            .map(|i| {
+                let body = format!(
+                    r#"{{"id":"evt_{i}","type":"call.started","created_at":"2026-11-20T10:00:00Z","pad":"{pad}","data":{{"call":{{"id":"call_1","status":"in_progress"}}}}}}"#
+                );
+                crate::domain::parse(body.as_bytes()).unwrap()
+            })
+            .collect();
+        let now = chrono::Utc::now();
+        let inputs: Vec<_> = deliveries.iter().map(|d| (d, now, false)).collect();
+        crate::ingest::commit_batch(&db, &inputs).await.unwrap();
+
+        let mut known = Projections::default();
+        let page = after_all(&db, 0, 256, &mut known).await.unwrap();
+        assert_eq!(page.len(), 20);
+        let projection = std::mem::take(known.calls.get_mut("call_1").unwrap());
+        let kept: usize = projection
+            .into_changes()
+            .events
+            .iter()
+            .map(|e| e.body.len())
+            .sum();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            kept < 100_000,
+            "the reader keeps {kept} bytes of raw bodies for one call"
+        );
+    }
+
+    /// `calltrail reprocess` of one call with many actions: its action rows
+    /// become one INSERT with 10 parameters per row (SQLite allows 32766).
+    #[tokio::test]
+    async fn reprocess_rebuilds_a_call_with_3300_actions() {
+        let path = std::env::temp_dir().join(format!("review-params-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        migration::Migrator::up(&db, None).await.unwrap();
+        let deliveries: Vec<_> = (0..3300)
+            .map(|i| {
+                let body = format!(
+                    r#"{{"event":{{"type":"action","data":{{"action":"send_whatsapp","call":{{"id":"call_1"}},"reason":"r","payload":{{"n":{i}}}}}}}}}"#
+                );
+                crate::domain::parse(body.as_bytes()).unwrap()
+            })
+            .collect();
+        let now = chrono::Utc::now();
+        for chunk in deliveries.chunks(128) {
+            let inputs: Vec<_> = chunk.iter().map(|d| (d, now, false)).collect();
+            crate::ingest::commit_batch(&db, &inputs).await.unwrap();
+        }
+        let result = crate::ingest::reprocess(&db, Some("call_1")).await;
+        let _ = std::fs::remove_file(&path);
+        result.unwrap();
+    }
 }

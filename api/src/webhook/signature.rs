@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::config::WebhookSecrets;
 
@@ -103,14 +104,17 @@ pub fn verify_v2(
     };
     let header = header.ok_or(SignatureError::MissingV2)?;
     let (t, signatures) = parse_v2_header(header)?;
+    // One MAC per secret, compared with every entry in constant time: the
+    // number of entries is the sender's choice, the hashing must not be.
     let matches = secrets.entries.iter().any(|(_, secret)| {
-        signatures.iter().any(|expected| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
-                .expect("HMAC takes keys of any length");
-            mac.update(t.as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            mac.verify_slice(expected).is_ok()
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.0.as_bytes())
+            .expect("HMAC takes keys of any length");
+        mac.update(t.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        let tag = mac.finalize().into_bytes();
+        signatures.iter().fold(false, |hit, expected| {
+            hit | bool::from(tag.as_slice().ct_eq(expected))
         })
     });
     if !matches {
@@ -131,6 +135,9 @@ pub fn verify_v2(
 /// sent (it is signed as text) and the signatures. Hex compares
 /// case-insensitively; an entry that is not hex matches nothing (it is
 /// ignored, so it cannot hide a good one beside it).
+/// `v1=` entries accepted in one header: a rotation needs two or three.
+const MAX_V2_SIGNATURES: usize = 8;
+
 fn parse_v2_header(header: &str) -> Result<(&str, Vec<Vec<u8>>), SignatureError> {
     let mut t = None;
     let mut entries = 0;
@@ -140,6 +147,9 @@ fn parse_v2_header(header: &str) -> Result<(&str, Vec<Vec<u8>>), SignatureError>
             Some(("t", value)) => t = Some(value),
             Some(("v1", value)) => {
                 entries += 1;
+                if entries > MAX_V2_SIGNATURES {
+                    return Err(SignatureError::Malformed);
+                }
                 signatures.extend(hex::decode(value).ok());
             }
             _ => {}
@@ -366,5 +376,25 @@ mod tests {
             Ok(true)
         );
         assert_eq!(verify(None, None, None, BODY), Ok(false));
+    }
+
+    /// The header is the sender's to fill before any signature is known to
+    /// be good: more `v1=` entries than a rotation needs are refused unread.
+    #[test]
+    fn a_header_with_more_than_eight_signatures_is_malformed() {
+        let s = secrets();
+        let good = sign_v2("sk_bare", 1000, BODY);
+        let (_, v1) = good.split_once(",v1=").unwrap();
+        let junk = format!(",v1={}", "ab".repeat(32));
+        let eight = format!("t=1000{}{junk}", junk.repeat(6)) + &format!(",v1={v1}");
+        assert_eq!(
+            verify_v2(Some(&s), Some(&eight), BODY, 1000, Duration::from_secs(300)),
+            Ok(true)
+        );
+        let nine = format!("t=1000{},v1={v1}", junk.repeat(8));
+        assert_eq!(
+            verify_v2(Some(&s), Some(&nine), BODY, 1000, Duration::from_secs(300)),
+            Err(SignatureError::Malformed)
+        );
     }
 }
