@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use async_graphql::parser::types::{
     DocumentOperations, ExecutableDocument, OperationType, Selection,
 };
-use async_graphql::{Executor, Request, Response, ServerError, Value, Variables};
+use async_graphql::{Executor, Name, Request, Response, ServerError, Value, Variables};
 use futures_util::StreamExt;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use metrics::Counter;
@@ -82,7 +82,15 @@ impl<E: Executor + Clone> Shares<E> {
             counted: self.rendered.clone(),
             query: request.query.clone(),
             operation_name: request.operation_name.clone(),
-            variables: request.variables.clone(),
+            // Not the first subscriber's own `after`: renderings ignore it,
+            // and no subscriber's value belongs in what the others get.
+            variables: {
+                let mut variables = request.variables.clone();
+                if let Some(after) = after {
+                    variables.insert(Name::new(after), Value::String(String::new()));
+                }
+                variables
+            },
             document: async_graphql::parser::parse_query(&request.query).ok(),
             rendered: Mutex::new(BTreeMap::new()),
         });

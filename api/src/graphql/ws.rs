@@ -128,6 +128,8 @@ impl Executor for LiveExecutor {
 #[derive(Clone)]
 struct Ws {
     executor: LiveExecutor,
+    /// `CALLTRAIL_CORS_ORIGINS`: pages of other origins allowed to open a socket.
+    origins: Arc<[String]>,
     shares: Arc<Shares<LiveExecutor>>,
     /// `calltrail_subscription_messages_sent_total`.
     sent: Counter,
@@ -145,6 +147,13 @@ pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -
     };
     let (rendered, sent) = app.metrics.subscription_messages();
     let ws = Ws {
+        origins: app
+            .config
+            .cors_origins
+            .iter()
+            .map(|o| o.trim().trim_end_matches('/').to_owned())
+            .filter(|o| !o.is_empty())
+            .collect(),
         shares: Arc::new(Shares::new(executor.clone(), rendered)),
         sent,
         executor,
@@ -175,6 +184,13 @@ async fn upgrade(
         )
             .into_response();
     };
+    if !same_or_allowed_origin(&headers, &ws.origins) {
+        return (
+            StatusCode::FORBIDDEN,
+            "a page of another origin may not open /graphql/ws: add its origin to CALLTRAIL_CORS_ORIGINS",
+        )
+            .into_response();
+    }
     if *ws.sockets.0.stop.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
@@ -357,7 +373,11 @@ impl Connection<'_> {
         let executor = &self.ws.executor;
         let messages = match fanout::shareable(&request) {
             Some(after) => {
-                let share = self.ws.shares.get(&request, after.as_deref());
+                // The share is looked up once the probe accepted the request:
+                // a refused one must not become the document others render with.
+                let mut accepted =
+                    Request::new(request.query.clone()).variables(request.variables.clone());
+                accepted.operation_name = request.operation_name.clone();
                 let probe = Arc::new(Probe::default());
                 let mut checked = executor.execute_stream(request.data(probe.clone()), None);
                 let mut refused = None;
@@ -368,8 +388,9 @@ impl Connection<'_> {
                     }
                 }
                 match (probe.take(), refused) {
-                    (Some((filter, after)), None) => {
-                        let feed = self.ws.executor.bus.feed(filter, after);
+                    (Some((filter, position)), None) => {
+                        let share = self.ws.shares.get(&accepted, after.as_deref());
+                        let feed = self.ws.executor.bus.feed(filter, position);
                         feed.into_stream()
                             .then(move |item| {
                                 let share = share.clone();
@@ -459,6 +480,31 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 fn text(value: serde_json::Value) -> Message {
     Message::Text(value.to_string().into())
+}
+
+/// Browsers send `Origin` with every WebSocket and let any page open one, with
+/// no CORS check: without this, any site its user visits could read calls
+/// through a server on their machine or network. Allowed: no `Origin` (not a
+/// browser), the server's own origin (the dashboard), `CALLTRAIL_CORS_ORIGINS`.
+fn same_or_allowed_origin(headers: &HeaderMap, allowed: &[String]) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim_end_matches('/');
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
+        return true;
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    matches!((host, origin_host), (Some(h), Some(o)) if h.eq_ignore_ascii_case(o))
 }
 
 /// No token configured, or `connection_init`'s payload carries `Authorization: Bearer <token>`.

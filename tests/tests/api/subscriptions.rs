@@ -607,3 +607,65 @@ async fn live_messages_equal_the_replay_of_the_same_deliveries() {
     })
     .await;
 }
+
+/// The status of a WebSocket handshake to `/graphql/ws` sent with `origin`.
+async fn handshake_status(base: &str, origin: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    let address = base.trim_start_matches("http://");
+    let mut request = format!("ws://{address}/graphql/ws")
+        .into_client_request()
+        .expect("request");
+    let headers = request.headers_mut();
+    headers.insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static(TRANSPORT_WS),
+    );
+    if let Some(origin) = origin {
+        headers.insert("origin", HeaderValue::from_str(origin).expect("origin"));
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((_, response)) => response.status().as_u16(),
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("handshake failed: {other}"),
+    }
+}
+
+#[tokio::test]
+async fn pages_of_other_origins_cannot_open_a_socket_unless_allowed() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        // Not a browser (no Origin), and the dashboard's own origin: allowed.
+        assert_eq!(
+            handshake_status(&app.address, None).await,
+            101,
+            "{backend:?}"
+        );
+        assert_eq!(
+            handshake_status(&app.address, Some(&app.address)).await,
+            101,
+            "{backend:?}"
+        );
+        // Any other page: refused before the upgrade.
+        assert_eq!(
+            handshake_status(&app.address, Some("https://evil.example")).await,
+            403,
+            "{backend:?}"
+        );
+
+        let allowed = TestApp::spawn_with(backend, |c| {
+            c.cors_origins = vec!["https://app.example.com".into()];
+        })
+        .await;
+        assert_eq!(
+            handshake_status(&allowed.address, Some("https://app.example.com")).await,
+            101
+        );
+        assert_eq!(
+            handshake_status(&allowed.address, Some("https://evil.example")).await,
+            403
+        );
+    })
+    .await;
+}
