@@ -25,6 +25,9 @@ use metrics::Counter;
 use super::subscription::OneEvent;
 use crate::service::live::LiveEvent;
 
+/// A message being rendered: its bytes, and whether it rendered without errors.
+type Rendering = Shared<BoxFuture<'static, (Arc<str>, bool)>>;
+
 /// Messages kept per share: enough for subscribers a few commits apart;
 /// one further behind renders its own.
 const KEPT: usize = 128;
@@ -45,7 +48,7 @@ pub struct Share<E> {
     variables: Variables,
     /// The document, parsed once for every rendering.
     document: Option<ExecutableDocument>,
-    rendered: Mutex<BTreeMap<i64, Shared<BoxFuture<'static, Arc<str>>>>>,
+    rendered: Mutex<BTreeMap<i64, Rendering>>,
 }
 
 impl<E: Executor + Clone> Shares<E> {
@@ -122,12 +125,21 @@ impl<E: Executor + Clone> Share<E> {
                 }
             }
         };
-        rendering.await
+        let (message, ok) = rendering.clone().await;
+        if !ok {
+            // Not kept: the next subscriber to need it renders it again
+            // (a read that failed once may not fail twice).
+            let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
+            if rendered.get(&seq).is_some_and(|r| r.ptr_eq(&rendering)) {
+                rendered.remove(&seq);
+            }
+        }
+        message
     }
 
     /// Render in a task of its own: a subscriber that stalls while awaiting
     /// it never holds up the others.
-    fn render(&self, event: Arc<LiveEvent>) -> Shared<BoxFuture<'static, Arc<str>>> {
+    fn render(&self, event: Arc<LiveEvent>) -> Rendering {
         let mut request = Request::new(self.query.clone())
             .variables(self.variables.clone())
             .data(OneEvent(event));
@@ -145,15 +157,16 @@ impl<E: Executor + Clone> Share<E> {
             let response = stream.next().await.unwrap_or_else(|| {
                 Response::from_errors(vec![ServerError::new("no message was rendered", None)])
             });
-            serialize(&response)
+            (serialize(&response), response.is_ok())
         });
         async move {
             task.await.unwrap_or_else(|err| {
                 tracing::error!(error = %err, "rendering a subscription message failed");
-                serialize(&Response::from_errors(vec![ServerError::new(
+                let response = Response::from_errors(vec![ServerError::new(
                     "rendering this message failed",
                     None,
-                )]))
+                )]);
+                (serialize(&response), false)
             })
         }
         .boxed()
