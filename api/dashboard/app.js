@@ -11,6 +11,15 @@ const main = document.getElementById('main');
 let view = null;
 let following = false;
 
+/** A URL-encoded part of the hash; as typed when it is not valid encoding (`%E0`). */
+function decodeHashPart(part) {
+  try {
+    return decodeURIComponent(part);
+  } catch {
+    return part;
+  }
+}
+
 /** `#/`, `#/?status=…`, `#/calls/<id>`, `#/actions?…`; other hashes (#main) are not routes. */
 function route() {
   const hash = location.hash || '#/';
@@ -20,7 +29,7 @@ function route() {
   const call = path.match(/^\/calls\/(.+)$/);
   const focusTitle = view !== null;
   showError(null);
-  if (call) view = callView(decodeURIComponent(call[1]));
+  if (call) view = callView(decodeHashPart(call[1]));
   else if (path === '/actions') view = inboxView(params);
   else view = callsView(params);
   main.replaceChildren(view.element);

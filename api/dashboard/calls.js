@@ -40,8 +40,13 @@ export function callFilter(params) {
   for (const [param, field] of [['success', 'success'], ['ended', 'lifecycleEnded'], ['stale', 'stale']]) {
     if (params.get(param) === 'true' || params.get(param) === 'false') filter[field] = params.get(param) === 'true';
   }
-  if (params.get('from')) filter.createdAfter = new Date(params.get('from')).toISOString();
-  if (params.get('to')) filter.createdBefore = new Date(params.get('to')).toISOString();
+  // A hand-edited URL may hold anything: an unreadable date is no filter.
+  const instant = (value) => {
+    const at = value ? new Date(value) : null;
+    return at && !Number.isNaN(at.getTime()) ? at.toISOString() : null;
+  };
+  if (instant(params.get('from'))) filter.createdAfter = instant(params.get('from'));
+  if (instant(params.get('to'))) filter.createdBefore = instant(params.get('to'));
   if (params.get('key') && params.has('equals')) {
     filter.metadata = [{key: params.get('key'), equals: metadataValue(params.get('equals'))}];
   }

@@ -61,6 +61,7 @@ const dateTime = new Intl.DateTimeFormat(undefined, {
 export function time(iso) {
   if (!iso) return h('span', {class: 'none'}, '—');
   const at = new Date(iso);
+  if (Number.isNaN(at.getTime())) return h('span', {}, String(iso));
   return h('time', {datetime: iso, title: at.toISOString()}, dateTime.format(at));
 }
 

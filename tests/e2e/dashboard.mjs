@@ -129,7 +129,10 @@ try {
   }));
   page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
   if (token) await withToken(page);
-  else await walkThrough(page);
+  else {
+    await walkThrough(page);
+    await oddUrls(page);
+  }
   // With a token, the page's first requests are refused (401) before it asks: Chromium logs those.
   const unexpected = problems.filter((p) => !(token && p.includes('status of 401')));
   check(unexpected.length === 0, `the console reported:\n${unexpected.join('\n')}`);
@@ -137,6 +140,17 @@ try {
 } finally {
   await browser.close();
   stdin.close();
+}
+
+/** Hand-edited URLs render a view, never an exception (the console check below sees those). */
+async function oddUrls(page) {
+  await page.goto(`${base}/#/calls/%E0`);
+  await page.waitForSelector('text=calltrail has no call with this id', {timeout: WAIT});
+  check((await page.textContent('#view-title')).includes('%E0'), 'an undecodable call id shows as typed');
+  await page.goto(`${base}/#/?from=junk&to=2026-13-45`);
+  await page.waitForSelector('.calls-view[data-total]', {timeout: WAIT});
+  const total = Number(await page.getAttribute('.calls-view', 'data-total'));
+  check(total > 0, `unreadable dates filter nothing out (${total} calls)`);
 }
 
 /** Live rows, paging, a reconnect, filters, a call page, the inbox and the narrow layout. */
