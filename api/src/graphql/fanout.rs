@@ -12,6 +12,7 @@
 //! and its lag stay its own ([`crate::bus::Feed`]).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use async_graphql::parser::types::{
@@ -31,6 +32,9 @@ type Rendering = Shared<BoxFuture<'static, (Arc<str>, bool)>>;
 /// Messages kept per share: enough for subscribers a few commits apart;
 /// one further behind renders its own.
 const KEPT: usize = 128;
+/// A message larger than this is shared with the subscribers already waiting
+/// for it, not kept for later ones: a share holds at most `KEPT` × this.
+const KEPT_BYTES: usize = 64 * 1024;
 
 /// The shares of one server, by key; a share lives while a subscriber holds it.
 pub struct Shares<E> {
@@ -46,6 +50,8 @@ pub struct Share<E> {
     query: String,
     operation_name: Option<String>,
     variables: Variables,
+    /// Subscriptions using this share: with one, nothing is worth keeping.
+    subscribers: AtomicUsize,
     /// The document, parsed once for every rendering.
     document: Option<ExecutableDocument>,
     rendered: Mutex<BTreeMap<i64, Rendering>>,
@@ -62,7 +68,11 @@ impl<E: Executor + Clone> Shares<E> {
 
     /// The share for `request`, a `callEvents` subscription; `after` names the
     /// variable that only carries its `after` argument, if one does.
-    pub fn get(&self, request: &Request, after: Option<&str>) -> Arc<Share<E>> {
+    pub fn get(&self, request: &Request, after: Option<&str>) -> Subscriber<E> {
+        Subscriber::new(self.share(request, after))
+    }
+
+    fn share(&self, request: &Request, after: Option<&str>) -> Arc<Share<E>> {
         let mut variables: Vec<(&str, &Value)> = request
             .variables
             .iter()
@@ -94,6 +104,7 @@ impl<E: Executor + Clone> Shares<E> {
                 }
                 variables
             },
+            subscribers: AtomicUsize::new(0),
             document: async_graphql::parser::parse_query(&request.query).ok(),
             rendered: Mutex::new(BTreeMap::new()),
         });
@@ -102,9 +113,31 @@ impl<E: Executor + Clone> Shares<E> {
     }
 }
 
-impl<E: Executor + Clone> Share<E> {
+/// One subscription's hold on its share (counted while it lives).
+pub struct Subscriber<E>(Arc<Share<E>>);
+
+impl<E> Subscriber<E> {
+    fn new(share: Arc<Share<E>>) -> Self {
+        share.subscribers.fetch_add(1, Ordering::Relaxed);
+        Self(share)
+    }
+}
+
+impl<E> Drop for Subscriber<E> {
+    fn drop(&mut self) {
+        self.0.subscribers.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<E: Executor + Clone> Subscriber<E> {
     /// The message (a GraphQL response, serialized) for `event`.
     pub async fn message(&self, event: &Arc<LiveEvent>) -> Arc<str> {
+        self.0.message(event).await
+    }
+}
+
+impl<E: Executor + Clone> Share<E> {
+    async fn message(&self, event: &Arc<LiveEvent>) -> Arc<str> {
         let seq = event.event.seq;
         let rendering = {
             let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
@@ -113,9 +146,10 @@ impl<E: Executor + Clone> Share<E> {
                 None => {
                     let rendering = self.render(event.clone());
                     let oldest = rendered.first_key_value().map(|(s, _)| *s);
+                    let shared = self.subscribers.load(Ordering::Relaxed) > 1;
                     // Full: forget the oldest, unless this one is older still
                     // (a subscriber far behind: it renders for itself).
-                    if rendered.len() < KEPT || oldest.is_some_and(|o| o < seq) {
+                    if shared && (rendered.len() < KEPT || oldest.is_some_and(|o| o < seq)) {
                         if rendered.len() >= KEPT {
                             rendered.pop_first();
                         }
@@ -126,9 +160,10 @@ impl<E: Executor + Clone> Share<E> {
             }
         };
         let (message, ok) = rendering.clone().await;
-        if !ok {
-            // Not kept: the next subscriber to need it renders it again
-            // (a read that failed once may not fail twice).
+        if !ok || message.len() > KEPT_BYTES {
+            // Not kept: the next subscriber to need it renders it again (a
+            // read that failed once may not fail twice; a big one is not
+            // worth its memory).
             let mut rendered = self.rendered.lock().unwrap_or_else(|e| e.into_inner());
             if rendered.get(&seq).is_some_and(|r| r.ptr_eq(&rendering)) {
                 rendered.remove(&seq);

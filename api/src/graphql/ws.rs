@@ -389,7 +389,7 @@ impl Connection<'_> {
                 }
                 match (probe.take(), refused) {
                     (Some((filter, position)), None) => {
-                        let share = self.ws.shares.get(&accepted, after.as_deref());
+                        let share = Arc::new(self.ws.shares.get(&accepted, after.as_deref()));
                         let feed = self.ws.executor.bus.feed(filter, position);
                         feed.into_stream()
                             .then(move |item| {

@@ -669,3 +669,46 @@ async fn pages_of_other_origins_cannot_open_a_socket_unless_allowed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_share_keeps_small_messages_for_later_subscribers_but_not_big_ones() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        const WITH_PAYLOAD: &str = "subscription($after: String) {
+  callEvents(after: $after) { event { id payload } }
+}";
+        let from = cursor_now(&app.address, None).await;
+        // Two subscribers of one document: its messages are worth keeping.
+        let mut first = Client::connect(&app.address, None).await;
+        first.subscribe("1", WITH_PAYLOAD, json!({"after": from})).await;
+        first.subscribe("2", WITH_PAYLOAD, json!({"after": from})).await;
+        // Both have started once both have this one.
+        app.post_webhook(delivery("c_keep-sentinel", "call.initiate", 0)).await;
+        for _ in 0..2 {
+            first.next_call_event().await;
+        }
+        let small = app.post_webhook(delivery("c_keep", "call.initiate", 0)).await.event_id();
+        let padding = "x".repeat(100 * 1024);
+        let big = format!(r#"{{"metadata":{{"pad":"{padding}"}},"event":{{"type":"call.ended","data":{{"call":{{"id":"c_keep"}}}}}}}}"#);
+        let big = app.post_webhook(big).await.event_id();
+        for _ in 0..4 {
+            first.next_call_event().await;
+        }
+        let rendered = |text: &str| metric(text, "calltrail_subscription_messages_rendered_total");
+        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
+        // The sentinel and the small one once each; the big one, kept for
+        // nobody, twice unless the second subscriber asked while it rendered.
+        let before = rendered(&text).expect("rendered");
+        assert!((3.0..=4.0).contains(&before), "{backend:?}: {before} renderings");
+
+        // A later subscriber of the same document replays both: the small
+        // message comes from the share, the big one (over 64 KiB) is rendered again.
+        let mut later = Client::connect(&app.address, None).await;
+        later.subscribe("1", WITH_PAYLOAD, json!({"after": from})).await;
+        let ids = event_ids(&mut later, 3).await;
+        assert_eq!(ids[1..], [json!(small), json!(big)], "{backend:?}");
+        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
+        assert_eq!(rendered(&text), Some(before + 1.0), "{backend:?}: only the big one again");
+    })
+    .await;
+}
