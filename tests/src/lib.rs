@@ -293,6 +293,16 @@ impl TestApp {
         .await
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics")
+            .await
+            .body
+            .as_str()
+            .expect("Prometheus text")
+            .to_owned()
+    }
+
     /// Post every delivery in order, asserting each is stored.
     pub async fn post_all(&self, bodies: &[Vec<u8>]) {
         for body in bodies {
@@ -369,4 +379,26 @@ pub fn fixture_lines(path: &str) -> Vec<Vec<u8>> {
         .filter(|l| !l.is_empty())
         .map(<[u8]>::to_vec)
         .collect()
+}
+
+/// The value of the sample `name{labels}` in Prometheus text (labels in any
+/// order, and no others).
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
+        if metric != name {
+            return None;
+        }
+        let mut found: Vec<String> = rest
+            .trim_end_matches('}')
+            .split(',')
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+        found.sort();
+        wanted.sort();
+        (found == wanted).then(|| value.parse().ok())?
+    })
 }

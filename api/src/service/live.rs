@@ -238,16 +238,23 @@ mod tests {
     use super::*;
     use migration::MigratorTrait;
 
-    /// The bus reader's cache should hold each call's state, not every raw
-    /// body the call ever received.
-    #[tokio::test]
-    async fn the_readers_known_calls_do_not_keep_every_body() {
-        let path = std::env::temp_dir().join(format!("review-known-{}.db", std::process::id()));
+    /// A migrated SQLite file of this test process's own.
+    async fn scratch_database(name: &str) -> (DatabaseConnection, std::path::PathBuf) {
+        let file = format!("calltrail-live-{name}-{}.db", std::process::id());
+        let path = std::env::temp_dir().join(file);
         let _ = std::fs::remove_file(&path);
         let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
             .await
             .unwrap();
         migration::Migrator::up(&db, None).await.unwrap();
+        (db, path)
+    }
+
+    /// The bus reader's cache should hold each call's state, not every raw
+    /// body the call ever received.
+    #[tokio::test]
+    async fn the_readers_known_calls_do_not_keep_every_body() {
+        let (db, path) = scratch_database("known").await;
         let pad = "x".repeat(100_000);
         let deliveries: Vec<_> = (0..20)
             .map(|i| {
@@ -282,12 +289,7 @@ mod tests {
     /// become one INSERT with 10 parameters per row (SQLite allows 32766).
     #[tokio::test]
     async fn reprocess_rebuilds_a_call_with_3300_actions() {
-        let path = std::env::temp_dir().join(format!("review-params-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
+        let (db, path) = scratch_database("params").await;
         let deliveries: Vec<_> = (0..3300)
             .map(|i| {
                 let body = format!(

@@ -4,30 +4,9 @@ use std::net::TcpListener;
 
 use calltrail::simulate::{SimulateArgs, WireFormat, send};
 use calltrail_tests::{
-    PUBLIC_KEY, SECRET, TestApp, fixture, fixture_lines, fresh_database, on_each_backend,
+    PUBLIC_KEY, SECRET, TestApp, fixture, fixture_lines, fresh_database, on_each_backend, sample,
 };
 use serde_json::json;
-
-/// The value of the sample `name{labels}` (labels in any order, and no others).
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines().find_map(|line| {
-        let (series, value) = line.rsplit_once(' ')?;
-        let (metric, rest) = series.split_once('{').unwrap_or((series, "}"));
-        if metric != name {
-            return None;
-        }
-        let mut found: Vec<String> = rest
-            .trim_end_matches('}')
-            .split(',')
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
-        let mut wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-        found.sort();
-        wanted.sort();
-        (found == wanted).then(|| value.parse().ok())?
-    })
-}
 
 #[tokio::test]
 async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation() {
@@ -47,13 +26,7 @@ async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation()
         )
         .await;
 
-        let text = app
-            .get("/metrics")
-            .await
-            .body
-            .as_str()
-            .expect("text")
-            .to_owned();
+        let text = app.metrics().await;
         let deliveries =
             |labels: &[(&str, &str)]| sample(&text, "calltrail_deliveries_total", labels);
         assert_eq!(

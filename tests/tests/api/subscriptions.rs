@@ -5,7 +5,7 @@ mod client;
 mod processes;
 mod v2;
 
-use calltrail_tests::{TestApp, fixture_lines, on_each_backend};
+use calltrail_tests::{TestApp, fixture_lines, on_each_backend, sample};
 use client::{Client, LEGACY_WS, Received, TRANSPORT_WS, cursor_now};
 use serde_json::{Value, json};
 
@@ -379,12 +379,6 @@ pub async fn event_ids(client: &mut Client, n: usize) -> Vec<Value> {
     ids
 }
 
-/// The value of an unlabelled sample in Prometheus text.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn subscriptions_of_one_document_share_each_message_and_each_gets_it() {
     on_each_backend(|backend| async move {
@@ -461,20 +455,14 @@ async fn subscriptions_of_one_document_share_each_message_and_each_gets_it() {
             posted.iter().map(|p| json!(p)).collect::<Vec<_>>()
         );
 
-        let text = app
-            .get("/metrics")
-            .await
-            .body
-            .as_str()
-            .expect("text")
-            .to_owned();
+        let text = app.metrics().await;
         assert_eq!(
-            metric(&text, "calltrail_subscription_messages_sent_total"),
+            sample(&text, "calltrail_subscription_messages_sent_total", &[]),
             Some(18.0),
             "{backend:?}: 6 subscriptions × 3 deliveries\n{text}"
         );
         assert_eq!(
-            metric(&text, "calltrail_subscription_messages_rendered_total"),
+            sample(&text, "calltrail_subscription_messages_rendered_total", &[]),
             Some(6.0),
             "{backend:?}: one rendering per delivery and document\n{text}"
         );
@@ -694,8 +682,8 @@ async fn a_share_keeps_small_messages_for_later_subscribers_but_not_big_ones() {
         for _ in 0..4 {
             first.next_call_event().await;
         }
-        let rendered = |text: &str| metric(text, "calltrail_subscription_messages_rendered_total");
-        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
+        let rendered = |text: &str| sample(text, "calltrail_subscription_messages_rendered_total", &[]);
+        let text = app.metrics().await;
         // The sentinel and the small one once each; the big one, kept for
         // nobody, twice unless the second subscriber asked while it rendered.
         let before = rendered(&text).expect("rendered");
@@ -707,7 +695,7 @@ async fn a_share_keeps_small_messages_for_later_subscribers_but_not_big_ones() {
         later.subscribe("1", WITH_PAYLOAD, json!({"after": from})).await;
         let ids = event_ids(&mut later, 3).await;
         assert_eq!(ids[1..], [json!(small), json!(big)], "{backend:?}");
-        let text = app.get("/metrics").await.body.as_str().expect("text").to_owned();
+        let text = app.metrics().await;
         assert_eq!(rendered(&text), Some(before + 1.0), "{backend:?}: only the big one again");
     })
     .await;
