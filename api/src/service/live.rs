@@ -12,7 +12,7 @@ use sea_orm::{
 
 use super::ServiceError;
 use super::events::EventFilter;
-use crate::domain::{Projection, parse};
+use crate::domain::{CallState, Projection, parse};
 
 /// One committed delivery, as subscribers receive it.
 #[derive(Clone, Debug)]
@@ -92,12 +92,7 @@ pub async fn after_all(
     limit: u64,
     known: &mut Projections,
 ) -> Result<Vec<LiveEvent>, ServiceError> {
-    let events = webhook_event::Entity::find()
-        .filter(webhook_event::Column::Seq.gt(after))
-        .order_by_asc(webhook_event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?;
+    let events = page(db, after, &LiveFilter::default(), limit).await?;
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -131,22 +126,40 @@ pub async fn after_all(
     Ok(events
         .into_iter()
         .map(|event| LiveEvent {
-            call: apply(known, &event),
+            call: apply(known, &event).map(crate::ingest::call_row),
             actions: actions.remove(&event.id).unwrap_or_default(),
             event,
         })
         .collect())
 }
 
-/// Apply a stored delivery to its call in `known`; the call after it.
-fn apply(known: &mut Projections, e: &webhook_event::Model) -> Option<call::Model> {
+/// Apply a stored delivery to its call in `known` (as ingestion applied it);
+/// the call's state after it.
+fn apply<'a>(known: &'a mut Projections, e: &webhook_event::Model) -> Option<&'a CallState> {
     let call_id = e.call_id.as_deref()?;
     let projection = known.calls.get_mut(call_id)?;
     if let Ok(delivery) = parse(e.body.as_bytes()) {
         projection.accept(delivery, e.received_at, e.signature_verified);
         projection.forget_changes();
     }
-    projection.call(call_id).map(crate::ingest::call_row)
+    projection.call(call_id)
+}
+
+/// Up to `limit` deliveries committed after position `after` that match
+/// `filter`, in commit order.
+async fn page(
+    db: &DatabaseConnection,
+    after: i64,
+    filter: &LiveFilter,
+    limit: u64,
+) -> Result<Vec<webhook_event::Model>, ServiceError> {
+    Ok(webhook_event::Entity::find()
+        .filter(filter.condition())
+        .filter(webhook_event::Column::Seq.gt(after))
+        .order_by_asc(webhook_event::Column::Seq)
+        .limit(limit)
+        .all(db)
+        .await?)
 }
 
 /// Up to `limit` deliveries committed after position `after` that match
@@ -157,13 +170,7 @@ pub async fn after(
     filter: &LiveFilter,
     limit: u64,
 ) -> Result<Vec<LiveEvent>, ServiceError> {
-    let events = webhook_event::Entity::find()
-        .filter(filter.condition())
-        .filter(webhook_event::Column::Seq.gt(after))
-        .order_by_asc(webhook_event::Column::Seq)
-        .limit(limit)
-        .all(db)
-        .await?;
+    let events = page(db, after, filter, limit).await?;
     if events.is_empty() {
         return Ok(Vec::new());
     }
@@ -198,18 +205,15 @@ async fn calls_as_of(
         .order_by_asc(webhook_event::Column::Seq)
         .all(db)
         .await?;
-    let mut by_call: HashMap<String, Projection> = HashMap::new();
+    let mut known = Projections::default();
+    for id in call_ids {
+        known.calls.insert(id.to_owned(), Projection::default());
+    }
     let mut out = HashMap::new();
-    for e in history {
-        let Some(call_id) = e.call_id.clone() else {
-            continue;
-        };
-        let projection = by_call.entry(call_id.clone()).or_default();
-        if let Ok(delivery) = parse(e.body.as_bytes()) {
-            projection.accept(delivery, e.received_at, e.signature_verified);
-        }
+    for e in &history {
+        let state = apply(&mut known, e);
         if wanted.contains(&e.id)
-            && let Some(state) = projection.call(&call_id)
+            && let Some(state) = state
         {
             out.insert(e.id, crate::ingest::call_row(state));
         }
