@@ -370,50 +370,11 @@ impl Connection<'_> {
     /// Start operation `id`: a `callEvents` subscription through its share,
     /// anything else through the schema.
     async fn start(&mut self, id: String, request: Request) {
-        let executor = &self.ws.executor;
         let messages = match fanout::shareable(&request) {
-            Some(after) => {
-                // The share is looked up once the probe accepted the request:
-                // a refused one must not become the document others render with.
-                let mut accepted =
-                    Request::new(request.query.clone()).variables(request.variables.clone());
-                accepted.operation_name = request.operation_name.clone();
-                let probe = Arc::new(Probe::default());
-                let mut checked = executor.execute_stream(request.data(probe.clone()), None);
-                let mut refused = None;
-                while let Some(response) = checked.next().await {
-                    if response.is_err() {
-                        refused = Some(fanout::serialize(&response));
-                        break;
-                    }
-                }
-                match (probe.take(), refused) {
-                    (Some((filter, position)), None) => {
-                        let share = Arc::new(self.ws.shares.get(&accepted, after.as_deref()));
-                        let feed = self.ws.executor.bus.feed(filter, position);
-                        feed.into_stream()
-                            .then(move |item| {
-                                let share = share.clone();
-                                async move {
-                                    match item {
-                                        Ok(event) => share.message(&event).await,
-                                        Err(err) => {
-                                            let error = feed_error(err, true)
-                                                .into_server_error(Pos::default())
-                                                .with_path(vec![PathSegment::Field(
-                                                    "callEvents".into(),
-                                                )]);
-                                            fanout::serialize(&Response::from_errors(vec![error]))
-                                        }
-                                    }
-                                }
-                            })
-                            .boxed()
-                    }
-                    (_, refused) => stream::iter(refused).boxed(),
-                }
-            }
-            None => executor
+            Some(after) => call_events(self.ws, request, after.as_deref()).await,
+            None => self
+                .ws
+                .executor
                 .execute_stream(request, None)
                 .map(|response| fanout::serialize(&response))
                 .boxed(),
@@ -471,6 +432,51 @@ impl Connection<'_> {
     fn complete(&self, id: &str) -> Message {
         text(json!({"type": "complete", "id": id}))
     }
+}
+
+/// A `callEvents` subscription: its arguments checked by the probe, its
+/// feed from the bus, its messages from the share of its document. The
+/// share is looked up only once the probe accepted the request: a refused
+/// one must not become the document others render with.
+async fn call_events(
+    ws: &Ws,
+    request: Request,
+    after: Option<&str>,
+) -> BoxStream<'static, Arc<str>> {
+    let mut accepted = Request::new(request.query.clone()).variables(request.variables.clone());
+    accepted.operation_name = request.operation_name.clone();
+    let probe = Arc::new(Probe::default());
+    let mut checked = ws
+        .executor
+        .execute_stream(request.data(probe.clone()), None);
+    while let Some(response) = checked.next().await {
+        if response.is_err() {
+            return stream::iter([fanout::serialize(&response)]).boxed();
+        }
+    }
+    let Some((filter, position)) = probe.take() else {
+        return stream::empty().boxed();
+    };
+    let share = Arc::new(ws.shares.get(&accepted, after));
+    ws.executor
+        .bus
+        .feed(filter, position)
+        .into_stream()
+        .then(move |item| {
+            let share = share.clone();
+            async move {
+                match item {
+                    Ok(event) => share.message(&event).await,
+                    Err(err) => {
+                        let error = feed_error(err, true)
+                            .into_server_error(Pos::default())
+                            .with_path(vec![PathSegment::Field("callEvents".into())]);
+                        fanout::serialize(&Response::from_errors(vec![error]))
+                    }
+                }
+            }
+        })
+        .boxed()
 }
 
 /// Resolves once the server is stopping.
