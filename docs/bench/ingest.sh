@@ -54,7 +54,8 @@ run_calltrail() {
   curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null || { cat "$WORK/server.log" >&2; echo "bench: the server did not start" >&2; exit 1; }
   local result rss cpu0 cpu1 pgcpu=0 sent
   cpu0="$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")"
-  result="$("$BIN" simulate --url "http://127.0.0.1:$PORT" --calls "$CALLS" --concurrency "$C" --seed 1 | grep '^RESULT')"
+  # The load generator shares the two cores; its own CPU is printed too.
+  result="$(/usr/bin/time -f 'CLIENT_CPU %U %S' -o "$WORK/client.time" "$BIN" simulate --url "http://127.0.0.1:$PORT" --calls "$CALLS" --concurrency "$C" --seed 1 | grep '^RESULT')"
   cpu1="$(awk '{print $14+$15}' "/proc/$SERVER_PID/stat")"
   rss="$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER_PID/status")"
   # CPU of the PostgreSQL backends serving this database (its connections live as long as the server).
@@ -66,7 +67,8 @@ run_calltrail() {
   kill "$SERVER_PID"; wait "$SERVER_PID" || true; SERVER_PID=""
   sent="$(sed -n 's/.*sent=\([0-9]*\).*/\1/p' <<<"$result")"
   local tick; tick="$(getconf CLK_TCK)"
-  echo "$result peak_rss_mb=$rss server_cpu_us=$(( (cpu1 - cpu0) * 1000000 / tick / sent )) pg_cpu_us=$(( pgcpu * 1000000 / tick / sent ))"
+  local client_us; client_us="$(awk -v n="$sent" '/^CLIENT_CPU/ {printf "%d", ($2 + $3) * 1000000 / n}' "$WORK/client.time")"
+  echo "$result peak_rss_mb=$rss server_cpu_us=$(( (cpu1 - cpu0) * 1000000 / tick / sent )) pg_cpu_us=$(( pgcpu * 1000000 / tick / sent )) client_cpu_us=$client_us"
 }
 
 echo "== calltrail on PostgreSQL, C=$C, $CALLS calls"
