@@ -49,7 +49,8 @@ pub async fn import(config: &Config, files: &[PathBuf]) -> anyhow::Result<Import
         writers,
         config.ingest_batch,
         config.ingest_queue,
-    );
+    )
+    .await?;
     let progress = ProgressBar::new_spinner().with_style(
         ProgressStyle::with_template("{spinner} {pos} lines {per_sec} {msg}")
             .expect("a valid template"),

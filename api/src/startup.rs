@@ -63,7 +63,8 @@ impl Application {
             config.ingest_batch,
             config.ingest_queue,
             bus.publisher(),
-        );
+        )
+        .await?;
         let state = AppState {
             config: Arc::new(config),
             db,

@@ -5,13 +5,14 @@
 mod postgres;
 mod reprocess;
 mod rows;
+mod sqlite;
 mod store;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, SubsecRound, Utc};
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -19,6 +20,7 @@ use crate::bus::Publisher;
 use crate::domain::Delivery;
 
 pub use reprocess::{ReprocessSummary, reprocess};
+use sqlite::SqliteStore;
 pub use store::{Receipt, call_row, commit_batch};
 
 /// A delivery waiting for its commit.
@@ -48,42 +50,61 @@ pub struct Ingestor {
 }
 
 impl Ingestor {
-    /// Start `writers` writer tasks on `db`, each committing up to `batch`
-    /// deliveries at once with up to `queue` waiting.
-    pub fn start(
+    /// Start `writers` writers on `db` (one on SQLite), each committing up
+    /// to `batch` deliveries at once with up to `queue` waiting.
+    pub async fn start(
         db: DatabaseConnection,
         writers: usize,
         batch: usize,
         queue: usize,
-    ) -> (Self, Vec<JoinHandle<()>>) {
-        Self::start_publishing(db, writers, batch, queue, Publisher::none())
+    ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
+        Self::start_publishing(db, writers, batch, queue, Publisher::none()).await
     }
 
     /// [`Self::start`], telling `publisher` after each commit that stored deliveries.
-    pub fn start_publishing(
+    ///
+    /// A PostgreSQL writer is a task that borrows a pool connection for each
+    /// batch. SQLite's one writer is a thread with a connection of its own
+    /// (`sqlite.rs`): its statements never leave that thread.
+    pub async fn start_publishing(
         db: DatabaseConnection,
         writers: usize,
         batch: usize,
         queue: usize,
         publisher: Publisher,
-    ) -> (Self, Vec<JoinHandle<()>>) {
-        let (queues, tasks) = (0..writers.max(1))
-            .map(|_| {
-                let (tx, rx) = mpsc::channel(queue.max(1));
-                (
-                    tx,
-                    tokio::spawn(run_writer(db.clone(), rx, batch.max(1), publisher.clone())),
-                )
-            })
-            .unzip();
+    ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
+        let (batch, queue) = (batch.max(1), queue.max(1));
+        let mut queues = Vec::new();
+        let mut tasks = Vec::new();
+        if db.get_database_backend() == DatabaseBackend::Postgres {
+            for _ in 0..writers.max(1) {
+                let (tx, rx) = mpsc::channel(queue);
+                let store = Store::Postgres(db.clone());
+                queues.push(tx);
+                tasks.push(tokio::spawn(run_writer(
+                    store,
+                    rx,
+                    batch,
+                    publisher.clone(),
+                )));
+            }
+        } else {
+            let (tx, rx) = mpsc::channel(queue);
+            let store = Store::Sqlite(SqliteStore::open_like(&db).await?);
+            let runtime = tokio::runtime::Handle::current();
+            queues.push(tx);
+            tasks.push(tokio::task::spawn_blocking(move || {
+                runtime.block_on(run_writer(store, rx, batch, publisher));
+            }));
+        }
         let last_stored = Arc::new(AtomicI64::new(0));
-        (
+        Ok((
             Self {
                 queues,
                 last_stored,
             },
             tasks,
-        )
+        ))
     }
 
     /// Commit one delivery (or find it already stored) and say which event it is.
@@ -168,15 +189,32 @@ impl Ingestor {
     }
 }
 
+/// Where a writer commits.
+enum Store {
+    /// Through the pool; [`commit_batch`] runs the batch.
+    Postgres(DatabaseConnection),
+    /// On the writer thread's own connection.
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    async fn commit(&mut self, batch: &[store::Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+        match self {
+            Self::Postgres(db) => commit_batch(db, batch).await,
+            Self::Sqlite(store) => store.commit(batch),
+        }
+    }
+}
+
 async fn run_writer(
-    db: DatabaseConnection,
+    mut store: Store,
     mut rx: mpsc::Receiver<Job>,
     batch: usize,
     publisher: Publisher,
 ) {
     let mut carry = None;
     while let Some(jobs) = next_batch(&mut rx, &mut carry, batch).await {
-        commit_and_answer(&db, jobs, &publisher).await;
+        commit_and_answer(&mut store, jobs, &publisher).await;
     }
 }
 
@@ -213,13 +251,19 @@ async fn next_batch(
 /// Commit a batch; if it fails, commit its deliveries one at a time so one
 /// bad delivery cannot fail its neighbours. Every answer follows a commit;
 /// subscribers hear of stored (not duplicate) deliveries after it.
-async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>, publisher: &Publisher) {
+async fn commit_and_answer(store: &mut Store, jobs: Vec<Job>, publisher: &Publisher) {
     let inputs: Vec<_> = jobs
         .iter()
         .map(|j| (&j.delivery, j.received_at, j.signature_verified))
         .collect();
-    match commit_batch(db, &inputs).await {
+    let started = std::time::Instant::now();
+    match store.commit(&inputs).await {
         Ok(receipts) => {
+            tracing::debug!(
+                size = receipts.len(),
+                took_us = started.elapsed().as_micros() as u64,
+                "batch committed"
+            );
             if receipts.iter().any(|r| !r.duplicate) {
                 publisher.committed();
             }
@@ -230,11 +274,9 @@ async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>, publisher: &
         Err(err) if jobs.len() > 1 => {
             tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
             for job in jobs {
-                let result = commit_batch(
-                    db,
-                    &[(&job.delivery, job.received_at, job.signature_verified)],
-                )
-                .await;
+                let result = store
+                    .commit(&[(&job.delivery, job.received_at, job.signature_verified)])
+                    .await;
                 if result
                     .as_ref()
                     .is_ok_and(|r| r.iter().any(|r| !r.duplicate))
@@ -253,7 +295,7 @@ async fn commit_and_answer(db: &DatabaseConnection, jobs: Vec<Job>, publisher: &
     }
 }
 
-fn unavailable(err: sea_orm::DbErr) -> IngestError {
+fn unavailable(err: DbErr) -> IngestError {
     tracing::error!(error = %err, "delivery not committed");
     IngestError::Unavailable(err.to_string())
 }

@@ -38,10 +38,6 @@ impl Rows {
         self.values.extend(row);
     }
 
-    pub(super) fn is_empty(&self) -> bool {
-        self.values.is_empty()
-    }
-
     /// How many rows.
     pub(super) fn len(&self) -> usize {
         self.values.len() / self.columns.len()

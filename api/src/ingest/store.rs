@@ -1,7 +1,8 @@
 //! One batch, one transaction: (lock and) load the batch's calls and the
 //! stored copies of its bytes, run the pure [`Projection`], write its changes
 //! with multi-row statements, commit. PostgreSQL's statements are in
-//! `postgres.rs`; SQLite's are built here with SeaORM.
+//! `postgres.rs`, SQLite's in `sqlite.rs`; the rows' values (and the
+//! multi-row writes `calltrail reprocess` uses) are here.
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -12,15 +13,16 @@ use sea_orm::Value as DbValue;
 use sea_orm::sqlx::PgPool;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
-    DbErr, QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    DbErr,
 };
 use serde_json::Value;
 
 use super::postgres;
 use super::rows::{self, Rows};
+use super::sqlite::SqliteStore;
 use crate::domain::{
-    ActionRow, AnalysisRow, AttemptState, CallState, CallStatus, Changes, Cost, Decision, Delivery,
-    EventRef, Projection, StoredEvent,
+    ActionRow, AnalysisRow, AttemptState, CallState, Changes, Cost, Decision, Delivery, EventRef,
+    NewEvent, Projection, StoredEvent,
 };
 
 /// What the webhook answers for one delivery.
@@ -48,27 +50,12 @@ pub async fn commit_batch(
     }
 }
 
-/// SQLite: one writer, in-process, so statements cost no round trips; SeaORM builds them.
+/// SQLite outside the writers (tests, tools): a connection of the writers' kind for this batch.
 async fn commit_sqlite(
     db: &DatabaseConnection,
     batch: &[Input<'_>],
 ) -> Result<Vec<Receipt>, DbErr> {
-    let options = TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..TransactionOptions::default()
-    };
-    let txn = db.begin_with_options(options).await?;
-    let call_ids: BTreeSet<&str> = batch
-        .iter()
-        .filter_map(|(d, ..)| d.call_id.as_deref())
-        .collect();
-    let calls = load_calls(&txn, &call_ids).await?;
-    let keys: BTreeSet<&str> = batch.iter().map(|(d, ..)| d.dedupe_key.as_str()).collect();
-    let stored = load_stored(&txn, &keys).await?;
-    let (decisions, changes) = project(calls, stored, batch);
-    let ids = write(&txn, changes).await?;
-    txn.commit().await?;
-    Ok(receipts(decisions, &ids))
+    SqliteStore::open_like(db).await?.commit(batch)
 }
 
 async fn commit_postgres(
@@ -97,7 +84,7 @@ async fn commit_postgres(
 }
 
 /// The pure part: dedupe and apply the whole batch in memory.
-fn project(
+pub(super) fn project(
     calls: Vec<CallState>,
     stored: Vec<StoredEvent>,
     batch: &[Input<'_>],
@@ -110,7 +97,7 @@ fn project(
     (decisions, projection.into_changes())
 }
 
-fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
+pub(super) fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
     decisions
         .into_iter()
         .map(|decision| match decision {
@@ -130,158 +117,7 @@ fn receipts(decisions: Vec<Decision>, ids: &[i64]) -> Vec<Receipt> {
         .collect()
 }
 
-/// The batch's calls with their current attempts, one row each. The ids
-/// travel as one JSON array, so the text is the same whatever the batch and
-/// SQLite prepares it once per connection; columns are read by position
-/// (by name, SeaORM formats every column's name again for every row).
-const LOAD_CALLS: &str = "SELECT c.id, c.metadata, c.started_at, c.ended_at, c.duration_seconds, \
-    c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, \
-    c.lifecycle_ended, c.success, c.credits_used, c.to_number, c.agent_id, c.ended_reason, \
-    c.cost_amount, c.cost_per_minute, c.cost_currency, c.created_at, c.updated_at, c.last_event_at, \
-    c.attempt_count, a.number, a.status, a.connected, a.started_at, a.ended_at, a.duration_seconds, \
-    a.recording_url, a.detail_url, a.credits_used, a.created_at, a.updated_at \
-    FROM call c LEFT JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count \
-    WHERE c.id IN (SELECT value FROM json_each(?))";
-
-/// Stored copies of the batch's bytes (dedupe), keys as one JSON array.
-const LOAD_STORED: &str = "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
-    WHERE dedupe_key IN (SELECT value FROM json_each(?))";
-
-/// `sql` with `keys` as its one argument: a JSON array of strings.
-fn with_keys(sql: &str, keys: &BTreeSet<&str>) -> Statement {
-    let keys: Vec<&str> = keys.iter().copied().collect();
-    let json = serde_json::to_string(&keys).expect("strings serialize");
-    Statement::from_sql_and_values(DatabaseBackend::Sqlite, sql, [json.into()])
-}
-
-async fn load_calls(
-    txn: &DatabaseTransaction,
-    ids: &BTreeSet<&str>,
-) -> Result<Vec<CallState>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    txn.query_all_raw(with_keys(LOAD_CALLS, ids))
-        .await?
-        .iter()
-        .map(loaded_call)
-        .collect()
-}
-
-/// One row of [`LOAD_CALLS`]; a call without its current attempt is an error.
-fn loaded_call(row: &QueryResult) -> Result<CallState, DbErr> {
-    let id: String = row.try_get_by_index(0)?;
-    let attempt_count: i32 = row.try_get_by_index(22)?;
-    let Some(number) = row.try_get_by_index::<Option<i32>>(23)? else {
-        return Err(DbErr::RecordNotFound(format!(
-            "attempt {attempt_count} of call {id}"
-        )));
-    };
-    let status_word: String = row.try_get_by_index(24)?;
-    Ok(CallState {
-        metadata: match row.try_get_by_index(1)? {
-            Some(Value::Object(m)) => m,
-            _ => serde_json::Map::new(),
-        },
-        started_at: row.try_get_by_index(2)?,
-        ended_at: row.try_get_by_index(3)?,
-        duration_seconds: row.try_get_by_index(4)?,
-        recording_url: row.try_get_by_index(5)?,
-        detail_url: row.try_get_by_index(6)?,
-        re_attempt_count: row.try_get_by_index(7)?,
-        rescheduled_count: row.try_get_by_index(8)?,
-        final_status: row.try_get_by_index(9)?,
-        lifecycle_ended: row.try_get_by_index(10)?,
-        success: row.try_get_by_index(11)?,
-        credits_used: row.try_get_by_index(12)?,
-        to: row.try_get_by_index(13)?,
-        agent_id: row.try_get_by_index(14)?,
-        ended_reason: row.try_get_by_index(15)?,
-        cost: cost(
-            row.try_get_by_index(16)?,
-            row.try_get_by_index(17)?,
-            row.try_get_by_index(18)?,
-        ),
-        created_at: row.try_get_by_index(19)?,
-        updated_at: row.try_get_by_index(20)?,
-        last_event_at: row.try_get_by_index(21)?,
-        current: AttemptState {
-            number,
-            status: status(&status_word)?,
-            connected: row.try_get_by_index(25)?,
-            started_at: row.try_get_by_index(26)?,
-            ended_at: row.try_get_by_index(27)?,
-            duration_seconds: row.try_get_by_index(28)?,
-            recording_url: row.try_get_by_index(29)?,
-            detail_url: row.try_get_by_index(30)?,
-            credits_used: row.try_get_by_index(31)?,
-            created_at: row.try_get_by_index(32)?,
-            updated_at: row.try_get_by_index(33)?,
-        },
-        id,
-    })
-}
-
-async fn load_stored(
-    txn: &DatabaseTransaction,
-    keys: &BTreeSet<&str>,
-) -> Result<Vec<StoredEvent>, DbErr> {
-    txn.query_all_raw(with_keys(LOAD_STORED, keys))
-        .await?
-        .iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                id: row.try_get_by_index(0)?,
-                call_id: row.try_get_by_index(1)?,
-                attempt_number: row.try_get_by_index(2)?,
-                dedupe_key: row.try_get_by_index(3)?,
-            })
-        })
-        .collect()
-}
-
-/// Write a batch's changes; returns the ids of its new raw-log rows, in order.
-async fn write(txn: &DatabaseTransaction, changes: Changes) -> Result<Vec<i64>, DbErr> {
-    let Changes {
-        events,
-        calls,
-        attempts,
-        analyses,
-        actions,
-    } = changes;
-    let first_seq = reserve_seqs(txn, events.len()).await?;
-    let mut rows = Rows::new("webhook_event", EVENT_COLUMNS, events.len());
-    for (e, seq) in events.into_iter().zip(first_seq..) {
-        rows.push([
-            seq.into(),
-            e.received_at.into(),
-            e.format.as_str().into(),
-            e.event_type.into(),
-            e.call_id.into(),
-            e.attempt_number.into(),
-            e.dedupe_key.into(),
-            e.upstream_id.into(),
-            e.signature_verified.into(),
-            e.recognized.into(),
-            e.outcome.into(),
-            e.body.into(),
-        ]);
-    }
-    let mut ids = vec![0; rows.len()];
-    if !rows.is_empty() {
-        // Matched by `seq`: the order of RETURNING rows is not promised.
-        for statement in rows.statements(txn.get_database_backend(), "RETURNING id, seq") {
-            for row in txn.query_all_raw(statement).await? {
-                let (id, seq): (i64, i64) = (row.try_get_by_index(0)?, row.try_get_by_index(1)?);
-                ids[(seq - first_seq) as usize] = id;
-            }
-        }
-    }
-    write_projection(txn, calls, attempts, analyses, actions, &ids).await?;
-    Ok(ids)
-}
-
-const EVENT_COLUMNS: &[&str] = &[
+pub(super) const EVENT_COLUMNS: &[&str] = &[
     "seq",
     "received_at",
     "format",
@@ -296,26 +132,7 @@ const EVENT_COLUMNS: &[&str] = &[
     "body",
 ];
 
-/// Reserve `n` positions in commit order; returns the first. SQLite has one
-/// writer, so commit order is already this transaction's; the clock keeps
-/// `seq` one sequence shared with PostgreSQL's scheme.
-async fn reserve_seqs(txn: &DatabaseTransaction, n: usize) -> Result<i64, DbErr> {
-    if n == 0 {
-        return Ok(0);
-    }
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(
-            txn.get_database_backend(),
-            "UPDATE event_clock SET last = last + ? WHERE id = 1 RETURNING last",
-            [(n as i64).into()],
-        ))
-        .await?
-        .ok_or_else(|| DbErr::RecordNotFound("the event_clock row".into()))?;
-    let last: i64 = row.try_get("", "last")?;
-    Ok(last - n as i64 + 1)
-}
-
-const CALL_COLUMNS: &[&str] = &[
+pub(super) const CALL_COLUMNS: &[&str] = &[
     "id",
     "status",
     "metadata",
@@ -342,7 +159,7 @@ const CALL_COLUMNS: &[&str] = &[
     "last_event_at",
 ];
 
-const ATTEMPT_COLUMNS: &[&str] = &[
+pub(super) const ATTEMPT_COLUMNS: &[&str] = &[
     "call_id",
     "number",
     "status",
@@ -357,7 +174,7 @@ const ATTEMPT_COLUMNS: &[&str] = &[
     "updated_at",
 ];
 
-const ANALYSIS_COLUMNS: &[&str] = &[
+pub(super) const ANALYSIS_COLUMNS: &[&str] = &[
     "call_id",
     "attempt_number",
     "event_id",
@@ -371,7 +188,7 @@ const ANALYSIS_COLUMNS: &[&str] = &[
     "created_at",
 ];
 
-const ACTION_COLUMNS: &[&str] = &[
+pub(super) const ACTION_COLUMNS: &[&str] = &[
     "event_id",
     "call_id",
     "attempt_number",
@@ -385,7 +202,7 @@ const ACTION_COLUMNS: &[&str] = &[
 ];
 
 /// A call's row is rewritten whole on conflict, except its id and `created_at`.
-static CALL_UPSERT: LazyLock<String> = LazyLock::new(|| {
+pub(super) static CALL_UPSERT: LazyLock<String> = LazyLock::new(|| {
     let update: Vec<&str> = CALL_COLUMNS
         .iter()
         .copied()
@@ -395,7 +212,7 @@ static CALL_UPSERT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// So is an attempt's, except its key and `created_at`.
-static ATTEMPT_UPSERT: LazyLock<String> = LazyLock::new(|| {
+pub(super) static ATTEMPT_UPSERT: LazyLock<String> = LazyLock::new(|| {
     let update: Vec<&str> = ATTEMPT_COLUMNS
         .iter()
         .copied()
@@ -405,7 +222,7 @@ static ATTEMPT_UPSERT: LazyLock<String> = LazyLock::new(|| {
 });
 
 /// One analysis per attempt: a later one replaces it whole.
-static ANALYSIS_UPSERT: LazyLock<String> =
+pub(super) static ANALYSIS_UPSERT: LazyLock<String> =
     LazyLock::new(|| rows::upsert(&["call_id", "attempt_number"], &ANALYSIS_COLUMNS[2..]));
 
 /// Write calls, attempts, analyses and actions; `ids` maps the event
@@ -431,35 +248,12 @@ pub(super) async fn write_projection(
     insert(txn, rows, &ATTEMPT_UPSERT).await?;
     let mut rows = Rows::new("analysis", ANALYSIS_COLUMNS, analyses.len());
     for (i, a) in analyses {
-        rows.push([
-            a.call_id.into(),
-            a.attempt_number.into(),
-            ids[i].into(),
-            a.success.into(),
-            a.summary.into(),
-            Value::from(a.required_actions).into(),
-            a.insights.into(),
-            a.outcome.into(),
-            a.credits_used.into(),
-            a.credits_available.into(),
-            a.created_at.into(),
-        ]);
+        rows.push(analysis_values(ids[i], a));
     }
     insert(txn, rows, &ANALYSIS_UPSERT).await?;
     let mut rows = Rows::new("action", ACTION_COLUMNS, actions.len());
     for (i, a) in actions {
-        rows.push([
-            ids[i].into(),
-            a.call_id.into(),
-            a.attempt_number.into(),
-            a.kind.into(),
-            a.reason.into(),
-            a.payload.into(),
-            a.status.into(),
-            None::<String>.into(),
-            a.created_at.into(),
-            None::<DateTime<Utc>>.into(),
-        ]);
+        rows.push(action_values(ids[i], a));
     }
     insert(txn, rows, "").await
 }
@@ -523,7 +317,7 @@ pub(super) fn cost(
 }
 
 /// A call's row, in [`CALL_COLUMNS`] order.
-fn call_values(c: &CallState) -> [DbValue; 24] {
+pub(super) fn call_values(c: &CallState) -> [DbValue; 24] {
     let cost = c.cost.as_ref();
     [
         c.id.as_str().into(),
@@ -556,7 +350,7 @@ fn call_values(c: &CallState) -> [DbValue; 24] {
 }
 
 /// An attempt's row, in [`ATTEMPT_COLUMNS`] order.
-fn attempt_values(call_id: &str, a: &AttemptState) -> [DbValue; 12] {
+pub(super) fn attempt_values(call_id: &str, a: &AttemptState) -> [DbValue; 12] {
     [
         call_id.into(),
         a.number.into(),
@@ -573,7 +367,53 @@ fn attempt_values(call_id: &str, a: &AttemptState) -> [DbValue; 12] {
     ]
 }
 
-fn status(s: &str) -> Result<CallStatus, DbErr> {
-    CallStatus::from_db(s)
-        .ok_or_else(|| DbErr::Type(format!("unknown call status {s:?} in the database")))
+/// A raw-log row, in [`EVENT_COLUMNS`] order, at position `seq`.
+pub(super) fn event_values(e: NewEvent, seq: i64) -> [DbValue; 12] {
+    [
+        seq.into(),
+        e.received_at.into(),
+        e.format.as_str().into(),
+        e.event_type.into(),
+        e.call_id.into(),
+        e.attempt_number.into(),
+        e.dedupe_key.into(),
+        e.upstream_id.into(),
+        e.signature_verified.into(),
+        e.recognized.into(),
+        e.outcome.into(),
+        e.body.into(),
+    ]
+}
+
+/// An analysis row, in [`ANALYSIS_COLUMNS`] order, from raw-log row `event_id`.
+pub(super) fn analysis_values(event_id: i64, a: AnalysisRow) -> [DbValue; 11] {
+    [
+        a.call_id.into(),
+        a.attempt_number.into(),
+        event_id.into(),
+        a.success.into(),
+        a.summary.into(),
+        Value::from(a.required_actions).into(),
+        a.insights.into(),
+        a.outcome.into(),
+        a.credits_used.into(),
+        a.credits_available.into(),
+        a.created_at.into(),
+    ]
+}
+
+/// A new (pending) action row, in [`ACTION_COLUMNS`] order, from raw-log row `event_id`.
+pub(super) fn action_values(event_id: i64, a: ActionRow) -> [DbValue; 10] {
+    [
+        event_id.into(),
+        a.call_id.into(),
+        a.attempt_number.into(),
+        a.kind.into(),
+        a.reason.into(),
+        a.payload.into(),
+        a.status.into(),
+        None::<String>.into(),
+        a.created_at.into(),
+        None::<DateTime<Utc>>.into(),
+    ]
 }
