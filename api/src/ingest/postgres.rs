@@ -23,8 +23,15 @@ const LOAD_CALLS: &str = "SELECT c.id, c.metadata::text AS metadata, c.started_a
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
     FROM call c JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count WHERE c.id = ANY($1)";
 
-const LOAD_STORED: &str =
-    "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE dedupe_key = ANY($1)";
+/// Stored copies of the batch's deliveries (dedupe): v1 by call and key
+/// (`webhook_event_dedupe`), v1 without a call by key
+/// (`webhook_event_callless`), v2 by the platform's event id
+/// (`webhook_event_upstream_id`).
+const LOAD_STORED: &str = "SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
+    JOIN unnest($1::text[], $2::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
+    UNION SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
+    JOIN unnest($3::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
+    UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE upstream_id = ANY($4)";
 
 /// Insert the batch's events numbered in commit order: the `event_clock` row
 /// lock taken here is held until COMMIT, so batches get their `seq` block in
@@ -129,12 +136,42 @@ pub(super) async fn load_calls(
     rows.iter().map(call_state).collect()
 }
 
+/// What [`LOAD_STORED`] looks up for a batch: (calls, keys) of v1 deliveries
+/// with a call, keys of v1 deliveries without one, v2 event ids.
+#[derive(Default)]
+pub(super) struct Lookups {
+    calls: Vec<String>,
+    keys: Vec<String>,
+    callless: Vec<String>,
+    upstream: Vec<String>,
+}
+
+impl Lookups {
+    pub(super) fn of(batch: &[super::store::Input<'_>]) -> Self {
+        let mut this = Self::default();
+        for (d, ..) in batch {
+            match (&d.upstream_id, &d.call_id) {
+                (Some(id), _) => this.upstream.push(id.clone()),
+                (None, Some(call)) => {
+                    this.calls.push(call.clone());
+                    this.keys.push(d.dedupe_key.clone());
+                }
+                (None, None) => this.callless.push(d.dedupe_key.clone()),
+            }
+        }
+        this
+    }
+}
+
 pub(super) async fn load_stored(
     txn: &mut Transaction<'_, Postgres>,
-    keys: &[String],
+    lookups: &Lookups,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
     let rows = sqlx::query(LOAD_STORED)
-        .bind(keys)
+        .bind(&lookups.calls)
+        .bind(&lookups.keys)
+        .bind(&lookups.callless)
+        .bind(&lookups.upstream)
         .fetch_all(&mut **txn)
         .await?;
     rows.iter()

@@ -38,9 +38,13 @@ const LOAD_CALL: &str = "SELECT c.id, c.metadata, c.started_at, c.ended_at, c.du
     FROM call c LEFT JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count \
     WHERE c.id = ?1";
 
-/// Stored copies of one delivery's bytes (dedupe).
-const LOAD_STORED: &str =
-    "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE dedupe_key = ?1";
+/// Stored copies of one delivery (dedupe): v1 by its call and key (the key
+/// hashes the bytes, which name the call), through `webhook_event_dedupe`;
+/// v2 by the platform's event id, through `webhook_event_upstream_id`.
+const LOAD_STORED: &str = "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
+    WHERE call_id IS ?1 AND dedupe_key = ?2";
+const LOAD_STORED_UPSTREAM: &str =
+    "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE upstream_id = ?1";
 
 /// Reserve positions in commit order (SQLite's one writer commits in this
 /// order; the clock keeps `seq` one sequence with PostgreSQL's scheme).
@@ -126,8 +130,7 @@ impl SqliteStore {
             .filter_map(|(d, ..)| d.call_id.as_deref())
             .collect();
         let calls = load_calls(&txn, &call_ids)?;
-        let keys: BTreeSet<&str> = batch.iter().map(|(d, ..)| d.dedupe_key.as_str()).collect();
-        let stored = load_stored(&txn, &keys).map_err(sql_err)?;
+        let stored = load_stored(&txn, batch).map_err(sql_err)?;
         let (decisions, changes) = project(calls, stored, batch);
         let ids = write(&txn, &self.sql, changes).map_err(sql_err)?;
         txn.commit().map_err(sql_err)?;
@@ -251,18 +254,30 @@ fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         })
 }
 
-fn load_stored(txn: &Transaction<'_>, keys: &BTreeSet<&str>) -> rusqlite::Result<Vec<StoredEvent>> {
-    let mut statement = txn.prepare_cached(LOAD_STORED)?;
+fn load_stored(txn: &Transaction<'_>, batch: &[Input<'_>]) -> rusqlite::Result<Vec<StoredEvent>> {
+    let lookups: BTreeSet<(Option<&str>, &str, Option<&str>)> = batch
+        .iter()
+        .map(|(d, ..)| {
+            let upstream = d.upstream_id.as_deref();
+            (d.call_id.as_deref(), d.dedupe_key.as_str(), upstream)
+        })
+        .collect();
+    let mut by_key = txn.prepare_cached(LOAD_STORED)?;
+    let mut by_upstream = txn.prepare_cached(LOAD_STORED_UPSTREAM)?;
     let mut stored = Vec::new();
-    for key in keys {
-        let rows = statement.query_map([key], |row| {
+    for (call_id, key, upstream) in lookups {
+        let row = |row: &Row<'_>| {
             Ok(StoredEvent {
                 id: row.get(0)?,
                 call_id: row.get(1)?,
                 attempt_number: row.get(2)?,
                 dedupe_key: row.get(3)?,
             })
-        })?;
+        };
+        let rows = match upstream {
+            Some(id) => by_upstream.query_map([id], row)?,
+            None => by_key.query_map(rusqlite::params![call_id, key], row)?,
+        };
         for row in rows {
             stored.push(row?);
         }

@@ -68,15 +68,9 @@ async fn commit_postgres(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let keys: Vec<String> = batch
-        .iter()
-        .map(|(d, ..)| d.dedupe_key.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
     let mut txn = postgres::begin(pool, &call_ids).await?;
     let calls = postgres::load_calls(&mut txn, &call_ids).await?;
-    let stored = postgres::load_stored(&mut txn, &keys).await?;
+    let stored = postgres::load_stored(&mut txn, &postgres::Lookups::of(batch)).await?;
     let (decisions, changes) = project(calls, stored, batch);
     let ids = postgres::write(&mut txn, changes).await?;
     txn.commit().await?;

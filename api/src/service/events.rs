@@ -93,7 +93,7 @@ pub async fn first_of_calls(
         .expr_window_as(
             Func::cust("ROW_NUMBER"),
             WindowStatement::partition_by(E::CallId)
-                .order_by(E::Id, Order::Asc)
+                .order_by(E::Seq, Order::Asc)
                 .to_owned(),
             Alias::new("n"),
         )
@@ -102,7 +102,7 @@ pub async fn first_of_calls(
         .column(Asterisk)
         .from_subquery(numbered, Alias::new("numbered"))
         .and_where(Expr::col(Alias::new("n")).lte(limit))
-        .order_by(Alias::new("id"), Order::Asc)
+        .order_by(Alias::new("seq"), Order::Asc)
         .to_owned();
     let statement = db.get_database_backend().build(&query);
     Ok(webhook_event::Entity::find()
@@ -122,7 +122,7 @@ pub async fn of_attempts(
     });
     Ok(webhook_event::Entity::find()
         .filter(any)
-        .order_by_asc(E::Id)
+        .order_by_asc(E::Seq)
         .all(db)
         .await?)
 }

@@ -198,3 +198,25 @@ async fn deliveries_of_one_call_keep_their_arrival_order_across_batch_boundaries
     })
     .await;
 }
+
+/// Stored copies are looked up by call and key, so a delivery that names
+/// no call must still find its earlier copy (through the call-less index).
+#[tokio::test]
+async fn a_delivery_without_a_call_sent_again_later_is_a_duplicate() {
+    calltrail_tests::on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
+        let body = calltrail_tests::fixture("edge/action-without-call.json");
+        let first = app.post_webhook(body.clone()).await;
+        assert_eq!(first.status, 200, "{backend:?}: {}", first.body);
+        assert_eq!(first.body["duplicate"], false, "{backend:?}");
+        // Another call's delivery between the two, so the copy is in a later batch.
+        assert_eq!(app.post_webhook(initiate("c_between")).await.status, 200);
+        let again = app.post_webhook(body).await;
+        assert_eq!(again.status, 200, "{backend:?}: {}", again.body);
+        assert_eq!(again.body["duplicate"], true, "{backend:?} batch {batch}");
+        assert_eq!(again.event_id(), first.event_id());
+        assert_eq!(app.count("webhook_event").await, 2, "{backend:?}");
+        assert_eq!(app.count("action").await, 1, "{backend:?}");
+    })
+    .await;
+}
