@@ -99,10 +99,14 @@ impl SqliteStore {
             .map_err(sql_err)?;
         // A 32 MiB page cache (SQLite's default is 2 MiB): the indexes the
         // writer updates stay in memory as the tables grow (-10 % writer time
-        // per delivery at 14,000 deliveries already).
+        // per delivery at 14,000 deliveries already). A checkpoint every
+        // 10,000 WAL pages (40 MiB) instead of 1,000: the pages every batch
+        // touches (the tail of the raw log, its indexes, the clock) are
+        // copied into the database once per checkpoint, so fewer
+        // checkpoints copy fewer pages (-7 % writer time per delivery).
         conn.execute_batch(&format!(
             "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = {foreign_keys}; \
-             PRAGMA cache_size = -32768;"
+             PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 10000;"
         ))
         .map_err(sql_err)?;
         conn.set_prepared_statement_cache_capacity(16);
