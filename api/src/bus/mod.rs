@@ -43,6 +43,9 @@ struct Inner {
     sender: broadcast::Sender<Arc<LiveEvent>>,
     /// Position of the last delivery broadcast: where a new live feed starts.
     position: AtomicI64,
+    /// The newest position a PostgreSQL notification announced (its payload
+    /// is the committing batch's last `seq`); 0 until one arrives.
+    heard: AtomicI64,
     active: AtomicUsize,
 }
 
@@ -79,6 +82,7 @@ impl Bus {
                 wake: Arc::new(Notify::new()),
                 sender,
                 position: AtomicI64::new(0),
+                heard: AtomicI64::new(0),
                 active: AtomicUsize::new(0),
             }),
         };
@@ -177,7 +181,16 @@ async fn catch_up(
         // Nobody listens: only move the position. Count the receivers after
         // reading the head, so that a subscriber that came meanwhile gets
         // everything after the head read by its own replay or from us.
-        let head = live::head(&bus.db).await?;
+        // A notification newer than what was read names the head: with
+        // nobody listening that saves a query per commit (on PostgreSQL a
+        // round trip and a sixth of the database's CPU per delivery at
+        // C=16). Polls, and SQLite, ask the log.
+        let heard = bus.heard.load(Ordering::SeqCst);
+        let head = if heard > *last {
+            heard
+        } else {
+            live::head(&bus.db).await?
+        };
         if bus.sender.receiver_count() == 0 {
             if head > *last {
                 // Deliveries not read: the calls known are behind now.

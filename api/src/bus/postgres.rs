@@ -1,6 +1,8 @@
 //! The PostgreSQL back end: one LISTEN connection per process. Notifications
-//! only wake the reader, which reads the log by position; so when the
-//! connection drops, reconnect, then read everything committed meanwhile.
+//! wake the reader, which reads the log by position (a notification's payload,
+//! the batch's last `seq`, only spares the reader a query for the head while
+//! nobody subscribes); so when the connection drops, reconnect, then read
+//! everything committed meanwhile.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -37,7 +39,15 @@ pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
         wake(&bus);
         loop {
             match listener.try_recv().await {
-                Ok(Some(_)) => wake(&bus),
+                Ok(Some(notification)) => {
+                    if let (Some(bus), Ok(seq)) =
+                        (bus.upgrade(), notification.payload().parse::<i64>())
+                    {
+                        bus.heard
+                            .fetch_max(seq, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    wake(&bus)
+                }
                 Ok(None) | Err(_) => {
                     tracing::warn!(
                         "the LISTEN connection dropped: events committed from now until it is back may be missed by the notification, and will be read from the log on reconnect"
