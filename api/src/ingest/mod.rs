@@ -90,7 +90,7 @@ impl Ingestor {
             }
         } else {
             let (tx, rx) = mpsc::channel(queue);
-            let store = Store::Sqlite(SqliteStore::open_like(&db).await?);
+            let store = Store::Sqlite(Box::new(SqliteStore::open_like(&db).await?));
             let runtime = tokio::runtime::Handle::current();
             queues.push(tx);
             tasks.push(tokio::task::spawn_blocking(move || {
@@ -194,7 +194,7 @@ enum Store {
     /// Through the pool; [`commit_batch`] runs the batch.
     Postgres(DatabaseConnection),
     /// On the writer thread's own connection.
-    Sqlite(SqliteStore),
+    Sqlite(Box<SqliteStore>),
 }
 
 impl Store {
