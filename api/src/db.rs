@@ -64,6 +64,11 @@ impl Db {
     pub async fn connect(config: &Config, writers: usize) -> anyhow::Result<Self> {
         let url = config.database_url.as_str();
         if url.starts_with("sqlite:") {
+            if url.contains(":memory:") || url.contains("mode=memory") {
+                anyhow::bail!(
+                    "DATABASE_URL names an in-memory SQLite database: the ingest writer opens its own connection, which would see another, empty database. Use a file, e.g. sqlite://calltrail.db?mode=rwc"
+                );
+            }
             let options = SqliteConnectOptions::from_str(url)
                 .with_context(|| "DATABASE_URL is not a valid sqlite:// URL")?
                 .journal_mode(SqliteJournalMode::Wal)

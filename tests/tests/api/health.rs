@@ -79,3 +79,24 @@ async fn a_bad_database_url_is_one_clear_line_and_exit_1() {
     );
     assert!(!stderr.contains("panicked"));
 }
+
+/// SQLite's writer has a connection of its own, which an in-memory database
+/// cannot share: refused at start, not at the first delivery.
+#[test]
+fn an_in_memory_sqlite_database_is_refused_with_one_clear_line() {
+    for url in ["sqlite::memory:", "sqlite://calltrail.db?mode=memory"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+            .env_clear()
+            .env("DATABASE_URL", url)
+            .env("CALLTRAIL_LISTEN", "127.0.0.1:0")
+            .output()
+            .expect("runs");
+        assert_eq!(output.status.code(), Some(1), "{url}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("in-memory SQLite database") && stderr.contains("Use a file"),
+            "{url}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"));
+    }
+}
