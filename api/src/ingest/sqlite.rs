@@ -216,16 +216,15 @@ fn load_calls(txn: &Transaction<'_>, ids: &BTreeSet<&str>) -> Result<Vec<CallSta
 
 /// One row of [`LOAD_CALL`]; a call without its current attempt is an error.
 fn loaded_call(row: &Row<'_>) -> Result<CallState, DbErr> {
-    let get = |e: rusqlite::Error| sql_err(e);
-    let id: String = row.get(0).map_err(get)?;
-    let attempt_count: i32 = row.get(22).map_err(get)?;
-    let Some(number) = row.get::<_, Option<i32>>(23).map_err(get)? else {
+    let id: String = row.get(0).map_err(sql_err)?;
+    let attempt_count: i32 = row.get(22).map_err(sql_err)?;
+    let Some(number) = row.get::<_, Option<i32>>(23).map_err(sql_err)? else {
         return Err(DbErr::RecordNotFound(format!(
             "attempt {attempt_count} of call {id}"
         )));
     };
-    let status_word: String = row.get(24).map_err(get)?;
-    let metadata = match row.get_ref(1).map_err(get)? {
+    let status_word: String = row.get(24).map_err(sql_err)?;
+    let metadata = match row.get_ref(1).map_err(sql_err)? {
         ValueRef::Text(text) => match serde_json::from_slice(text) {
             Ok(Value::Object(m)) => m,
             _ => serde_json::Map::new(),
@@ -233,7 +232,7 @@ fn loaded_call(row: &Row<'_>) -> Result<CallState, DbErr> {
         _ => serde_json::Map::new(),
     };
     let time = |i: usize| -> Result<Option<DateTime<Utc>>, DbErr> {
-        match row.get_ref(i).map_err(get)? {
+        match row.get_ref(i).map_err(sql_err)? {
             ValueRef::Null => Ok(None),
             ValueRef::Text(text) => std::str::from_utf8(text)
                 .ok()
@@ -250,22 +249,22 @@ fn loaded_call(row: &Row<'_>) -> Result<CallState, DbErr> {
         metadata,
         started_at: time(2)?,
         ended_at: time(3)?,
-        duration_seconds: row.get(4).map_err(get)?,
-        recording_url: row.get(5).map_err(get)?,
-        detail_url: row.get(6).map_err(get)?,
-        re_attempt_count: row.get(7).map_err(get)?,
-        rescheduled_count: row.get(8).map_err(get)?,
-        final_status: row.get(9).map_err(get)?,
-        lifecycle_ended: row.get(10).map_err(get)?,
-        success: row.get(11).map_err(get)?,
-        credits_used: row.get(12).map_err(get)?,
-        to: row.get(13).map_err(get)?,
-        agent_id: row.get(14).map_err(get)?,
-        ended_reason: row.get(15).map_err(get)?,
+        duration_seconds: row.get(4).map_err(sql_err)?,
+        recording_url: row.get(5).map_err(sql_err)?,
+        detail_url: row.get(6).map_err(sql_err)?,
+        re_attempt_count: row.get(7).map_err(sql_err)?,
+        rescheduled_count: row.get(8).map_err(sql_err)?,
+        final_status: row.get(9).map_err(sql_err)?,
+        lifecycle_ended: row.get(10).map_err(sql_err)?,
+        success: row.get(11).map_err(sql_err)?,
+        credits_used: row.get(12).map_err(sql_err)?,
+        to: row.get(13).map_err(sql_err)?,
+        agent_id: row.get(14).map_err(sql_err)?,
+        ended_reason: row.get(15).map_err(sql_err)?,
         cost: cost(
-            row.get(16).map_err(get)?,
-            row.get(17).map_err(get)?,
-            row.get(18).map_err(get)?,
+            row.get(16).map_err(sql_err)?,
+            row.get(17).map_err(sql_err)?,
+            row.get(18).map_err(sql_err)?,
         ),
         created_at: required(19)?,
         updated_at: required(20)?,
@@ -277,13 +276,13 @@ fn loaded_call(row: &Row<'_>) -> Result<CallState, DbErr> {
                     "unknown call status {status_word:?} in the database"
                 ))
             })?,
-            connected: row.get(25).map_err(get)?,
+            connected: row.get(25).map_err(sql_err)?,
             started_at: time(26)?,
             ended_at: time(27)?,
-            duration_seconds: row.get(28).map_err(get)?,
-            recording_url: row.get(29).map_err(get)?,
-            detail_url: row.get(30).map_err(get)?,
-            credits_used: row.get(31).map_err(get)?,
+            duration_seconds: row.get(28).map_err(sql_err)?,
+            recording_url: row.get(29).map_err(sql_err)?,
+            detail_url: row.get(30).map_err(sql_err)?,
+            credits_used: row.get(31).map_err(sql_err)?,
             created_at: required(32)?,
             updated_at: required(33)?,
         },
