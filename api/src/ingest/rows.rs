@@ -1,8 +1,10 @@
 //! Multi-row `INSERT` statements over fixed column lists, written out
-//! directly: building them through SeaORM's `ActiveModel`s and `InsertMany`
-//! cost more CPU per delivery than SQLite's own work (docs/PERFORMANCE.md,
-//! "Where the time goes"). The text depends only on the table and the row
-//! count, so each shape is prepared once per connection.
+//! directly, for `calltrail reprocess` (ingestion has its own statements in
+//! `postgres.rs` and `sqlite.rs`): building them through SeaORM's
+//! `ActiveModel`s and `InsertMany` cost more CPU than the database's own
+//! work (docs/PERFORMANCE.md, "Where the time goes"). The text depends only
+//! on the table and the row count, so each shape is prepared once per
+//! connection.
 
 use std::fmt::Write;
 

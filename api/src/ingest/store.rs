@@ -1,8 +1,9 @@
 //! One batch, one transaction: (lock and) load the batch's calls and the
-//! stored copies of its bytes, run the pure [`Projection`], write its changes
-//! with multi-row statements, commit. PostgreSQL's statements are in
-//! `postgres.rs`, SQLite's in `sqlite.rs`; the rows' values (and the
-//! multi-row writes `calltrail reprocess` uses) are here.
+//! stored copies of its deliveries, run the pure [`Projection`], write its
+//! changes, commit. PostgreSQL's statements are in `postgres.rs` (rows as
+//! arrays through `unnest`), SQLite's in `sqlite.rs` (one cached single-row
+//! statement per row); the rows' values, and the multi-row writes
+//! `calltrail reprocess` uses, are here.
 
 use std::collections::BTreeSet;
 use std::sync::LazyLock;
@@ -220,8 +221,9 @@ pub(super) static ANALYSIS_UPSERT: LazyLock<String> =
     LazyLock::new(|| rows::upsert(&["call_id", "attempt_number"], &ANALYSIS_COLUMNS[2..]));
 
 /// Write calls, attempts, analyses and actions; `ids` maps the event
-/// indexes of analyses and actions to raw-log ids. Shared by SQLite ingestion
-/// and `calltrail reprocess`.
+/// indexes of analyses and actions to raw-log ids. For `calltrail
+/// reprocess`, on both databases (ingestion writes through `postgres.rs` and
+/// `sqlite.rs`, from the same row values).
 pub(super) async fn write_projection(
     txn: &DatabaseTransaction,
     calls: Vec<CallState>,
