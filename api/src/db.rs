@@ -17,6 +17,12 @@ use sea_orm::{DatabaseBackend, DatabaseConnection, SqlxPostgresConnector, SqlxSq
 
 use crate::config::{Config, SqliteSynchronous as Sync};
 
+/// A pooled connection idle this long is pinged before it is handed out (a
+/// broken one is replaced). sqlx pings on every acquire by default: on
+/// PostgreSQL a round trip more for every ingest batch and every query,
+/// with nothing to find on a connection that was in use a moment ago.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// The two pools: writers never wait behind readers, readers never behind a
 /// writer's transaction.
 #[derive(Clone, Debug)]
@@ -82,6 +88,15 @@ impl Db {
                 SqlitePoolOptions::new()
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_AFTER_IDLE {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
             };
             let write = pool(writers as u32)
                 .connect_with(options.clone())
@@ -103,6 +118,15 @@ impl Db {
                 PgPoolOptions::new()
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
+                    .test_before_acquire(false)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for > PING_AFTER_IDLE {
+                                conn.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .after_connect(move |_, _| {
                         Box::pin(async move {
                             nodelay_towards(port);

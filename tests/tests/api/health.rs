@@ -1,7 +1,11 @@
 //! /healthz, /readyz and `calltrail migrate`.
 
-use calltrail_tests::{TestApp, fresh_database, on_each_backend};
+use std::time::Duration;
+
+use calltrail_tests::{Backend, TestApp, fixture_lines, fresh_database, on_each_backend};
 use migration::{Migrator, MigratorTrait};
+use sea_orm::ConnectionTrait;
+use serde_json::json;
 
 #[tokio::test]
 async fn ready_while_migrated_and_503_when_a_migration_is_pending() {
@@ -22,6 +26,49 @@ async fn ready_while_migrated_and_503_when_a_migration_is_pending() {
             answer.body
         );
         assert_eq!(app.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+/// Pools do not ping a connection on every use (on PostgreSQL that was a
+/// round trip more per batch and per query), only one that sat idle: a
+/// connection the database dropped meanwhile is replaced, and the next
+/// delivery and query succeed.
+#[tokio::test]
+async fn connections_the_database_dropped_while_idle_are_replaced() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let lines = fixture_lines("v1/happy-path.jsonl");
+        assert_eq!(app.post_webhook(lines[0].clone()).await.status, 200);
+        assert_eq!(
+            app.graphql("{ callStats { total } }", json!({}))
+                .await
+                .status,
+            200
+        );
+        if backend == Backend::Postgres {
+            // Every other connection to this database: the app's pools.
+            app.db
+                .execute_unprepared(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                )
+                .await
+                .unwrap();
+        }
+        // Past the idle time after which a pooled connection is checked.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let delivered = app.post_webhook(lines[1].clone()).await;
+        assert_eq!(delivered.status, 200, "{backend:?}: {}", delivered.body);
+        let answer = app.graphql("{ callStats { total } }", json!({})).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.body["errors"],
+            serde_json::Value::Null,
+            "{backend:?}: {}",
+            answer.body
+        );
+        assert_eq!(answer.body["data"]["callStats"]["total"], 1);
     })
     .await;
 }
