@@ -12,6 +12,7 @@ mod m20261127_000005_create_action;
 mod m20261127_000006_webhook_event_seq;
 mod m20261127_000007_v2_webhooks;
 mod m20261127_000008_lean_event_indexes;
+mod m20261127_000009_fewer_event_indexes;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000006_webhook_event_seq::Migration),
             Box::new(m20261127_000007_v2_webhooks::Migration),
             Box::new(m20261127_000008_lean_event_indexes::Migration),
+            Box::new(m20261127_000009_fewer_event_indexes::Migration),
         ]
     }
 }

@@ -43,8 +43,9 @@ struct Inner {
     sender: broadcast::Sender<Arc<LiveEvent>>,
     /// Position of the last delivery broadcast: where a new live feed starts.
     position: AtomicI64,
-    /// The newest position a PostgreSQL notification announced (its payload
-    /// is the committing batch's last `seq`); 0 until one arrives.
+    /// The newest position a commit announced: a PostgreSQL notification's
+    /// payload, or what the in-process SQLite writer committed (the
+    /// batch's last `seq`); 0 until one arrives.
     heard: AtomicI64,
     active: AtomicUsize,
 }
@@ -59,10 +60,15 @@ impl Publisher {
         Self(None)
     }
 
-    /// Deliveries were committed. On PostgreSQL the transaction's NOTIFY
-    /// already told every replica; in-process, wake the reader.
-    pub fn committed(&self) {
+    /// Deliveries were committed, up to position `head` if the writer knows
+    /// it. On PostgreSQL the transaction's NOTIFY already told every
+    /// replica; in-process, wake the reader (with the head, it need not ask
+    /// the log for it).
+    pub fn committed(&self, head: Option<i64>) {
         if let Some(inner) = &self.0 {
+            if let Some(head) = head {
+                inner.heard.fetch_max(head, Ordering::SeqCst);
+            }
             inner.wake.notify_one();
         }
     }
@@ -181,10 +187,11 @@ async fn catch_up(
         // Nobody listens: only move the position. Count the receivers after
         // reading the head, so that a subscriber that came meanwhile gets
         // everything after the head read by its own replay or from us.
-        // A notification newer than what was read names the head: with
+        // A commit announced since the last read names the head: with
         // nobody listening that saves a query per commit (on PostgreSQL a
         // round trip and a sixth of the database's CPU per delivery at
-        // C=16). Polls, and SQLite, ask the log.
+        // C=16; on SQLite a trip through the pool's worker thread). Polls
+        // ask the log (another process may have written to it).
         let heard = bus.heard.load(Ordering::SeqCst);
         let head = if heard > *last {
             heard

@@ -198,6 +198,15 @@ enum Store {
 }
 
 impl Store {
+    /// The last position (`seq`) this writer committed, if it keeps count
+    /// (SQLite's; PostgreSQL's commits announce theirs with NOTIFY).
+    fn head(&self) -> Option<i64> {
+        match self {
+            Self::Postgres(_) => None,
+            Self::Sqlite(store) => Some(store.head()),
+        }
+    }
+
     async fn commit(&mut self, batch: &[store::Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
         match self {
             Self::Postgres(db) => commit_batch(db, batch).await,
@@ -265,7 +274,7 @@ async fn commit_and_answer(store: &mut Store, jobs: Vec<Job>, publisher: &Publis
                 "batch committed"
             );
             if receipts.iter().any(|r| !r.duplicate) {
-                publisher.committed();
+                publisher.committed(store.head());
             }
             for (job, receipt) in jobs.into_iter().zip(receipts) {
                 let _ = job.reply.send(Ok(receipt));
@@ -281,7 +290,7 @@ async fn commit_and_answer(store: &mut Store, jobs: Vec<Job>, publisher: &Publis
                     .as_ref()
                     .is_ok_and(|r| r.iter().any(|r| !r.duplicate))
                 {
-                    publisher.committed();
+                    publisher.committed(store.head());
                 }
                 let _ = job
                     .reply

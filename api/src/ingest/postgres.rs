@@ -26,12 +26,13 @@ const LOAD_CALLS: &str = "SELECT c.id, c.metadata::text AS metadata, c.started_a
 /// Stored copies of the batch's deliveries (dedupe): v1 by call and key
 /// (`webhook_event_dedupe`), v1 without a call by key
 /// (`webhook_event_callless`), v2 by the platform's event id
-/// (`webhook_event_upstream_id`).
+/// (`webhook_event_upstream_id`, partial: hence `IS NOT NULL`).
 const LOAD_STORED: &str = "SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
     JOIN unnest($1::text[], $2::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
     UNION SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
     JOIN unnest($3::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
-    UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE upstream_id = ANY($4)";
+    UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
+    WHERE upstream_id = ANY($4) AND upstream_id IS NOT NULL";
 
 /// Insert the batch's events numbered in commit order: the `event_clock` row
 /// lock taken here is held until COMMIT, so batches get their `seq` block in

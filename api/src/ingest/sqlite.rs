@@ -40,11 +40,12 @@ const LOAD_CALL: &str = "SELECT c.id, c.metadata, c.started_at, c.ended_at, c.du
 
 /// Stored copies of one delivery (dedupe): v1 by its call and key (the key
 /// hashes the bytes, which name the call), through `webhook_event_dedupe`;
-/// v2 by the platform's event id, through `webhook_event_upstream_id`.
+/// v2 by the platform's event id, through `webhook_event_upstream_id`
+/// (partial: hence `IS NOT NULL`).
 const LOAD_STORED: &str = "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
     WHERE call_id IS ?1 AND dedupe_key = ?2";
-const LOAD_STORED_UPSTREAM: &str =
-    "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE upstream_id = ?1";
+const LOAD_STORED_UPSTREAM: &str = "SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
+     WHERE upstream_id = ?1 AND upstream_id IS NOT NULL";
 
 /// Reserve positions in commit order (SQLite's one writer commits in this
 /// order; the clock keeps `seq` one sequence with PostgreSQL's scheme).
@@ -55,6 +56,8 @@ pub(super) struct SqliteStore {
     conn: Connection,
     /// The single-row statements, built once.
     sql: Statements,
+    /// The last `seq` this connection committed (0: none yet).
+    head: i64,
 }
 
 struct Statements {
@@ -123,7 +126,13 @@ impl SqliteStore {
                 analysis: single_row("analysis", ANALYSIS_COLUMNS, &store::ANALYSIS_UPSERT),
                 action: single_row("action", ACTION_COLUMNS, ""),
             },
+            head: 0,
         })
+    }
+
+    /// The last position (`seq`) this connection committed (0: none yet).
+    pub(super) fn head(&self) -> i64 {
+        self.head
     }
 
     /// Commit a batch in one `BEGIN IMMEDIATE` transaction; one receipt per
@@ -137,16 +146,48 @@ impl SqliteStore {
             .iter()
             .filter_map(|(d, ..)| d.call_id.as_deref())
             .collect();
+        // Where the writer's time goes, per batch (RUST_LOG=calltrail::ingest=debug).
+        let mut clock = Phases::start();
         let calls = load_calls(&txn, &call_ids)?;
+        let load_us = clock.lap();
         let stored = load_stored(&txn, batch).map_err(sql_err)?;
+        let dedupe_us = clock.lap();
         let before: HashMap<String, Indexed> = calls
             .iter()
             .map(|c| (c.id.clone(), Indexed::of(c)))
             .collect();
         let (decisions, changes) = project(calls, stored, batch);
-        let ids = write(&txn, &self.sql, changes, &before).map_err(sql_err)?;
+        let apply_us = clock.lap();
+        let (ids, head) = write(&txn, &self.sql, changes, &before).map_err(sql_err)?;
+        let write_us = clock.lap();
         txn.commit().map_err(sql_err)?;
+        self.head = self.head.max(head);
+        tracing::debug!(
+            size = batch.len(),
+            load_us,
+            dedupe_us,
+            apply_us,
+            write_us,
+            commit_us = clock.lap(),
+            "sqlite batch phases"
+        );
         Ok(receipts(decisions, &ids))
+    }
+}
+
+/// Microseconds between laps.
+struct Phases(std::time::Instant);
+
+impl Phases {
+    fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    fn lap(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let us = now.duration_since(self.0).as_micros() as u64;
+        self.0 = now;
+        us
     }
 }
 
@@ -334,13 +375,14 @@ fn load_stored(txn: &Transaction<'_>, batch: &[Input<'_>]) -> rusqlite::Result<V
     Ok(stored)
 }
 
-/// Write a batch's changes; returns the ids of its new raw-log rows, in order.
+/// Write a batch's changes; returns the ids of its new raw-log rows, in
+/// order, and the last `seq` they took (0 if none).
 fn write(
     txn: &Transaction<'_>,
     sql: &Statements,
     changes: Changes,
     before: &HashMap<String, Indexed>,
-) -> rusqlite::Result<Vec<i64>> {
+) -> rusqlite::Result<(Vec<i64>, i64)> {
     let Changes {
         events,
         calls,
@@ -349,11 +391,13 @@ fn write(
         actions,
     } = changes;
     let mut ids = Vec::with_capacity(events.len());
+    let mut head = 0;
     if !events.is_empty() {
         let last: i64 = txn
             .prepare_cached(RESERVE_SEQS)?
             .query_row([events.len() as i64], |row| row.get(0))?;
         let first_seq = last - events.len() as i64 + 1;
+        head = last;
         let mut insert = txn.prepare_cached(&sql.event)?;
         for (e, seq) in events.into_iter().zip(first_seq..) {
             insert.execute(params(store::event_values(e, seq)))?;
@@ -385,7 +429,7 @@ fn write(
     for (i, a) in actions {
         insert.execute(params(store::action_values(ids[i], a)))?;
     }
-    Ok(ids)
+    Ok((ids, head))
 }
 
 /// One row's values as SQLite parameters.
