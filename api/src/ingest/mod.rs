@@ -7,6 +7,7 @@ mod reprocess;
 mod rows;
 mod sqlite;
 mod store;
+mod wal_writes;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

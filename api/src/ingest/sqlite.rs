@@ -26,6 +26,7 @@ use super::store::{
     self, ACTION_COLUMNS, ANALYSIS_COLUMNS, ATTEMPT_COLUMNS, CALL_COLUMNS, EVENT_COLUMNS, Input,
     Receipt, cost, project, receipts,
 };
+use super::wal_writes;
 use crate::domain::{AttemptState, CallState, CallStatus, Changes, StoredEvent};
 
 /// The batch's calls with their current attempts, one call per execution.
@@ -96,10 +97,15 @@ impl SqliteStore {
         let synchronous = pragma("synchronous").await?;
         let busy_ms = pragma("busy_timeout").await?;
         let foreign_keys = pragma("foreign_keys").await?;
-        let conn = Connection::open_with_flags(
-            &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // With FULL (2) or EXTRA (3) each commit syncs the WAL before it is
+        // published, so its frames may be written in one go (`wal_writes.rs`).
+        let conn = if synchronous >= 2 {
+            wal_writes::register().map_err(DbErr::Custom)?;
+            Connection::open_with_flags_and_vfs(&path, flags, wal_writes::NAME)
+        } else {
+            Connection::open_with_flags(&path, flags)
+        }
         .map_err(sql_err)?;
         conn.busy_timeout(Duration::from_millis(busy_ms.max(0) as u64))
             .map_err(sql_err)?;
@@ -528,6 +534,89 @@ mod tests {
         let again = store.commit(&[(&delivery, at, true)]).unwrap();
         assert_eq!(again[0].event_id, receipts[0].event_id);
         assert!(again[0].duplicate);
+        drop(store);
+        db.close().await.unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// The writer's connection gathers WAL writes (`wal_writes.rs`): what it
+    /// commits is what another connection reads, byte for byte, through
+    /// commits larger than its buffer and many checkpoints and WAL restarts.
+    #[tokio::test]
+    async fn commits_gathered_by_the_wal_writes_vfs_read_back_whole_elsewhere() {
+        let path =
+            std::env::temp_dir().join(format!("calltrail-wal-writes-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
+            .await
+            .unwrap();
+        migration::Migrator::up(&db, None).await.unwrap();
+        // As the server opens it (db.rs): WAL, synchronous FULL.
+        db.execute_unprepared("PRAGMA journal_mode = WAL")
+            .await
+            .unwrap();
+        let mut store = SqliteStore::open_like(&db).await.unwrap();
+        // A checkpoint (and so a WAL restart) every few commits.
+        store
+            .conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 64")
+            .unwrap();
+        let at = Utc::now();
+        let mut bytes = 0;
+        let mut commit = |store: &mut SqliteStore, round: usize, n: usize, size: usize| {
+            let bodies: Vec<String> = (0..n)
+                .map(|i| {
+                    let pad = char::from(b'a' + (i % 26) as u8).to_string().repeat(size + i);
+                    format!(
+                        r#"{{"pad":"{pad}","event":{{"type":"call.completed","data":{{"call":{{"id":"c_{round}_{i}"}}}}}}}}"#
+                    )
+                })
+                .collect();
+            bytes += bodies.iter().map(String::len).sum::<usize>();
+            let deliveries: Vec<_> = bodies
+                .iter()
+                .map(|b| parse(b.as_bytes()).unwrap())
+                .collect();
+            let batch: Vec<Input<'_>> = deliveries.iter().map(|d| (d, at, false)).collect();
+            let receipts = store.commit(&batch).unwrap();
+            assert!(receipts.iter().all(|r| !r.duplicate));
+        };
+        // 40 deliveries of ~30 KB: commits of ~1.2 MB, over the buffer.
+        for round in 0..12 {
+            commit(&mut store, round, 40, 30_000);
+        }
+        // Then small commits with no checkpoint after them: only the
+        // commit's own sync writes their frames out.
+        store
+            .conn
+            .execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .unwrap();
+        for round in 12..15 {
+            commit(&mut store, round, 5, 200);
+        }
+        // Read through the pool (sqlx's connections, the platform's own VFS).
+        let row = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT COUNT(*), SUM(LENGTH(body)), COUNT(DISTINCT call_id) FROM webhook_event",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.try_get_by_index::<i64>(0).unwrap(), 495);
+        assert_eq!(row.try_get_by_index::<i64>(1).unwrap(), bytes as i64);
+        assert_eq!(row.try_get_by_index::<i64>(2).unwrap(), 495);
+        let check = db
+            .query_one_raw(Statement::from_string(
+                db.get_database_backend(),
+                "PRAGMA integrity_check",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get_by_index::<String>(0)
+            .unwrap();
+        assert_eq!(check, "ok");
         drop(store);
         db.close().await.unwrap();
         let _ = std::fs::remove_file(&path);
