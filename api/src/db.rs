@@ -143,12 +143,18 @@ impl Db {
                 .close()
                 .await
                 .ok();
-            // The writers only look rows up by key. Their statements are
-            // prepared once and run on cached generic plans; keep those plans
-            // on the indexes even when they were made while the tables were
-            // still empty (a sequential scan then looks cheapest, forever).
+            // The writers only look rows up by key. Their statements have
+            // fixed texts, prepared once per connection: run them on generic
+            // plans (left to choose, PostgreSQL planned the batch statements
+            // again and again: a quarter of its CPU for a batch of one,
+            // docs/PERFORMANCE.md), and keep those plans on the indexes even
+            // when they were made while the tables were still empty (a
+            // sequential scan then looks cheapest, forever).
             let write = pool(writers as u32)
-                .connect_with(options.clone().options([("enable_seqscan", "off")]))
+                .connect_with(options.clone().options([
+                    ("enable_seqscan", "off"),
+                    ("plan_cache_mode", "force_generic_plan"),
+                ]))
                 .await
                 .map_err(unreachable(url))?;
             // Reads vary with every filter: plan each for its actual arguments.
