@@ -1,6 +1,7 @@
 //! Opening the database: connection options that make a 2xx durable, one
 //! pool for the ingest writers and one for reads, and the migration checks.
 
+use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::Connection;
+use sea_orm::sqlx::pool::PoolConnectionMetadata;
 use sea_orm::sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sea_orm::sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous,
@@ -22,6 +24,20 @@ use crate::config::{Config, SqliteSynchronous as Sync};
 /// PostgreSQL a round trip more for every ingest batch and every query,
 /// with nothing to find on a connection that was in use a moment ago.
 const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// Both pools' check before handing a connection out: a ping, only for a
+/// connection idle for more than [`PING_AFTER_IDLE`].
+fn ping_when_idle<C: Connection>(
+    conn: &mut C,
+    meta: PoolConnectionMetadata,
+) -> Pin<Box<dyn Future<Output = Result<bool, sea_orm::sqlx::Error>> + Send + '_>> {
+    Box::pin(async move {
+        if meta.idle_for > PING_AFTER_IDLE {
+            conn.ping().await?;
+        }
+        Ok(true)
+    })
+}
 
 /// The two pools: writers never wait behind readers, readers never behind a
 /// writer's transaction.
@@ -89,14 +105,7 @@ impl Db {
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
                     .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for > PING_AFTER_IDLE {
-                                conn.ping().await?;
-                            }
-                            Ok(true)
-                        })
-                    })
+                    .before_acquire(ping_when_idle)
             };
             let write = pool(writers as u32)
                 .connect_with(options.clone())
@@ -119,14 +128,7 @@ impl Db {
                     .max_connections(n)
                     .acquire_timeout(Duration::from_secs(5))
                     .test_before_acquire(false)
-                    .before_acquire(|conn, meta| {
-                        Box::pin(async move {
-                            if meta.idle_for > PING_AFTER_IDLE {
-                                conn.ping().await?;
-                            }
-                            Ok(true)
-                        })
-                    })
+                    .before_acquire(ping_when_idle)
                     .after_connect(move |_, _| {
                         Box::pin(async move {
                             nodelay_towards(port);
