@@ -100,13 +100,19 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         // With FULL (2) or EXTRA (3) each commit syncs the WAL before it is
         // published, so its frames may be written in one go (`wal_writes.rs`).
-        let conn = if synchronous >= 2 {
+        let mut conn = None;
+        if synchronous >= 2 {
             wal_writes::register().map_err(DbErr::Custom)?;
-            Connection::open_with_flags_and_vfs(&path, flags, wal_writes::NAME)
-        } else {
-            Connection::open_with_flags(&path, flags)
+            let gathering = Connection::open_with_flags_and_vfs(&path, flags, wal_writes::NAME)
+                .map_err(sql_err)?;
+            if wal_writes::powersafe_overwrite(&gathering) {
+                conn = Some(gathering);
+            }
         }
-        .map_err(sql_err)?;
+        let conn = match conn {
+            Some(conn) => conn,
+            None => Connection::open_with_flags(&path, flags).map_err(sql_err)?,
+        };
         conn.busy_timeout(Duration::from_millis(busy_ms.max(0) as u64))
             .map_err(sql_err)?;
         // A 32 MiB page cache (SQLite's default is 2 MiB): the indexes the
@@ -144,6 +150,16 @@ impl SqliteStore {
     /// Commit a batch in one `BEGIN IMMEDIATE` transaction; one receipt per
     /// delivery, in order. On error nothing of the batch is written.
     pub(super) fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+        let committed = self.try_commit(batch);
+        if committed.is_err() {
+            // The transaction rolled back: WAL frames it spilled must not
+            // reach the file now that another connection may write there.
+            wal_writes::discard_pending(&self.conn);
+        }
+        committed
+    }
+
+    fn try_commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
         let txn = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -616,6 +632,76 @@ mod tests {
             .try_get_by_index::<String>(0)
             .unwrap();
         assert_eq!(check, "ok");
+        drop(store);
+        db.close().await.unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// A batch that fails after spilling WAL frames (its cache far too
+    /// small) leaves none of them behind: another connection commits next,
+    /// at the same place in the WAL, then the writer again, and every row
+    /// of both reads back whole.
+    #[tokio::test]
+    async fn a_failed_batch_leaves_no_gathered_frames_behind() {
+        let (db, path) = migrated("calltrail-wal-rollback").await;
+        db.execute_unprepared("PRAGMA journal_mode = WAL")
+            .await
+            .unwrap();
+        db.execute_unprepared(
+            "CREATE TRIGGER poison BEFORE INSERT ON webhook_event WHEN NEW.call_id = 'c_poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned'); END",
+        )
+        .await
+        .unwrap();
+        let mut store = SqliteStore::open_like(&db).await.unwrap();
+        store.conn.execute_batch("PRAGMA cache_size = 10").unwrap();
+        let at = Utc::now();
+        let body = |id: &str, size: usize| {
+            format!(
+                r#"{{"pad":"{}","event":{{"type":"call.completed","data":{{"call":{{"id":"{id}"}}}}}}}}"#,
+                "p".repeat(size)
+            )
+        };
+        // 30 deliveries of 30 KB, the last one refused by the database.
+        let mut bodies: Vec<String> = (0..29)
+            .map(|i| body(&format!("c_big_{i}"), 30_000))
+            .collect();
+        bodies.push(body("c_poison", 10));
+        let deliveries: Vec<_> = bodies
+            .iter()
+            .map(|b| parse(b.as_bytes()).unwrap())
+            .collect();
+        let batch: Vec<Input<'_>> = deliveries.iter().map(|d| (d, at, false)).collect();
+        assert!(store.commit(&batch).is_err());
+
+        // Another connection writes where the failed batch's frames went.
+        db.execute_unprepared(
+            "CREATE TABLE scratch (x TEXT); \
+             INSERT INTO scratch SELECT printf('%.50000c', 'x') FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3)",
+        )
+        .await
+        .unwrap();
+        // The writer again.
+        let small = parse(body("c_after", 100).as_bytes()).unwrap();
+        store.commit(&[(&small, at, false)]).unwrap();
+
+        let one = |sql: &'static str| {
+            let db = &db;
+            async move {
+                db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                    .await
+                    .unwrap()
+                    .unwrap()
+            }
+        };
+        let check = one("PRAGMA integrity_check").await;
+        assert_eq!(check.try_get_by_index::<String>(0).unwrap(), "ok");
+        let scratch = one("SELECT COUNT(*), SUM(LENGTH(x)) FROM scratch").await;
+        assert_eq!(scratch.try_get_by_index::<i64>(0).unwrap(), 3);
+        assert_eq!(scratch.try_get_by_index::<i64>(1).unwrap(), 150_000);
+        let events = one("SELECT COUNT(*), MIN(call_id) FROM webhook_event").await;
+        assert_eq!(events.try_get_by_index::<i64>(0).unwrap(), 1);
+        assert_eq!(events.try_get_by_index::<String>(1).unwrap(), "c_after");
         drop(store);
         db.close().await.unwrap();
         let _ = std::fs::remove_file(&path);

@@ -18,7 +18,21 @@
 //! commit is published without a sync, so a buffer would hide frames from
 //! other connections: the writer uses this VFS only with FULL (or EXTRA).
 //! A failed write surfaces at the flush, that is from the sync, and SQLite
-//! then fails (and rolls back) the commit, as it would had the write failed.
+//! then fails (and rolls back) the commit, as it would had the write failed;
+//! a flush that fails in any other call reports an I/O error, so SQLite
+//! rolls the whole transaction back.
+//!
+//! Two more conditions, checked by the writer (`sqlite.rs`):
+//! - A transaction that rolls back may leave frames it spilled (a cache too
+//!   small for it) in the buffer, beyond the WAL's committed end, where the
+//!   next writer, maybe another connection, writes its own. SQLite never
+//!   writes them after releasing the write lock; neither may we: after a
+//!   failed batch the writer discards them ([`discard_pending`]).
+//! - Sector padding: with power-safe overwrite off, SQLite pads a commit to
+//!   a sector boundary and syncs in the middle of the padding, leaving the
+//!   rest unsynced when it publishes. The writer uses this VFS only when
+//!   the database reports power-safe overwrite ([`powersafe_overwrite`],
+//!   SQLite's default on Unix).
 
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::ptr;
@@ -68,6 +82,46 @@ pub(super) fn register() -> Result<(), String> {
         .clone()
 }
 
+/// Forget what the WAL of `conn`'s main database has gathered and not
+/// written: frames of a transaction that rolled back (see the module's
+/// documentation). Call it after a failed transaction, before anything else
+/// runs on the connection. A no-op for a connection without this VFS.
+pub(super) fn discard_pending(conn: &rusqlite::Connection) {
+    let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+    // SAFETY: the connection's handle is valid while `conn` is borrowed, and
+    // SQLITE_FCNTL_JOURNAL_POINTER writes a file pointer (or null) to `file`.
+    // Only a file with our methods is a WalFile; nothing else runs on the
+    // connection meanwhile (it is borrowed here).
+    unsafe {
+        let rc = ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_JOURNAL_POINTER,
+            (&raw mut file).cast(),
+        );
+        if rc == ffi::SQLITE_OK && !file.is_null() && ptr::eq((*file).pMethods, &WAL_METHODS) {
+            wal(file).pending.clear();
+        }
+    }
+}
+
+/// Whether `conn`'s main database is opened with power-safe overwrite (no
+/// sector padding of commits; SQLite's default on Unix).
+pub(super) fn powersafe_overwrite(conn: &rusqlite::Connection) -> bool {
+    let mut setting: c_int = -1;
+    // SAFETY: the handle is valid while `conn` is borrowed; with -1 this file
+    // control only reads the setting into `setting`.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_POWERSAFE_OVERWRITE,
+            (&raw mut setting).cast(),
+        )
+    };
+    rc == ffi::SQLITE_OK && setting == 1
+}
+
 /// A WAL file: this header, then the default VFS's own file object.
 #[repr(C)]
 struct WalFile {
@@ -79,7 +133,8 @@ struct WalFile {
     start: i64,
 }
 
-/// Room for the header, keeping the real file object 16-byte aligned.
+/// Room for the header: the real file object starts 16 bytes further on,
+/// as aligned as the allocation itself (8 bytes, all either needs).
 const HEADER: usize = std::mem::size_of::<WalFile>().next_multiple_of(16);
 
 static WAL_METHODS: ffi::sqlite3_io_methods = ffi::sqlite3_io_methods {
@@ -200,6 +255,9 @@ unsafe extern "C" fn write(
     // SAFETY: SQLite passes our WAL file and `amount` readable bytes.
     let f = unsafe { wal(file) };
     let amount = amount.max(0) as usize;
+    if amount == 0 || data.is_null() {
+        return ffi::SQLITE_OK;
+    }
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), amount) };
     let follows = offset == f.start + f.pending.len() as i64;
     if !(follows && f.pending.len() + amount <= CAPACITY) {
@@ -247,9 +305,11 @@ macro_rules! flushed_then {
     ($file:expr, $method:ident, |$m:ident, $real:ident| $call:expr, $missing:expr) => {{
         // SAFETY: SQLite passes our WAL file; the real file is open.
         let f = unsafe { wal($file) };
-        let rc = f.flush();
-        if rc != ffi::SQLITE_OK {
-            return rc;
+        if f.flush() != ffi::SQLITE_OK {
+            // An I/O error (not, say, SQLITE_FULL from a short write): SQLite
+            // then rolls the whole transaction back, frames it wrote earlier
+            // included.
+            return ffi::SQLITE_IOERR_WRITE;
         }
         let $real = f.real;
         match f.methods().$method {
