@@ -205,7 +205,12 @@ impl TestApp {
             address,
             database_url,
             db,
-            client: reqwest::Client::new(),
+            // A request the server never answers fails the test instead of
+            // hanging the run (every answer here takes well under a second).
+            client: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(60))
+                .build()
+                .expect("an HTTP client"),
             read_statements,
         }
     }
