@@ -18,6 +18,8 @@ pub mod service;
 pub mod simulate;
 pub mod startup;
 pub mod telemetry;
+#[cfg(test)]
+mod test_db;
 pub mod webhook;
 
 pub use config::Config;

@@ -491,25 +491,15 @@ impl rusqlite::ToSql for Param {
 mod tests {
     use super::*;
     use crate::domain::parse;
-    use migration::MigratorTrait;
 
-    /// A new, migrated database file in the temporary directory.
-    async fn migrated(name: &str) -> (DatabaseConnection, PathBuf) {
-        let path = std::env::temp_dir().join(format!("{name}-{}.db", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
-        (db, path)
-    }
+    use crate::test_db::scratch_database;
 
     /// The read side decodes rows with sqlx and pages by comparing stored
     /// text, so this writer must store exactly what sqlx would: the same
     /// timestamp text (`+00:00`, not `Z`), booleans as integers, JSON as text.
     #[tokio::test]
     async fn rows_are_stored_as_sqlx_stores_them() {
-        let (db, path) = migrated("calltrail-sqlite-writer").await;
+        let (db, path) = scratch_database("sqlite-writer").await;
         let body = br#"{"metadata":{"campaign":"spring"},"event":{"type":"call.completed","data":{"call":{"id":"c_fmt"},"credits":{"used":1.5}}}}"#;
         let delivery = parse(body).unwrap();
         let at = DateTime::parse_from_rfc3339("2026-11-27T10:00:00.123456Z")
@@ -565,7 +555,7 @@ mod tests {
     /// commits larger than its buffer and many checkpoints and WAL restarts.
     #[tokio::test]
     async fn commits_gathered_by_the_wal_writes_vfs_read_back_whole_elsewhere() {
-        let (db, path) = migrated("calltrail-wal-writes").await;
+        let (db, path) = scratch_database("wal-writes").await;
         // As the server opens it (db.rs): WAL, synchronous FULL.
         db.execute_unprepared("PRAGMA journal_mode = WAL")
             .await
@@ -643,7 +633,7 @@ mod tests {
     /// of both reads back whole.
     #[tokio::test]
     async fn a_failed_batch_leaves_no_gathered_frames_behind() {
-        let (db, path) = migrated("calltrail-wal-rollback").await;
+        let (db, path) = scratch_database("wal-rollback").await;
         db.execute_unprepared("PRAGMA journal_mode = WAL")
             .await
             .unwrap();

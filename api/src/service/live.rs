@@ -240,25 +240,14 @@ async fn actions_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use migration::MigratorTrait;
 
-    /// A migrated SQLite file of this test process's own.
-    async fn scratch_database(name: &str) -> (DatabaseConnection, std::path::PathBuf) {
-        let file = format!("calltrail-live-{name}-{}.db", std::process::id());
-        let path = std::env::temp_dir().join(file);
-        let _ = std::fs::remove_file(&path);
-        let db = sea_orm::Database::connect(format!("sqlite:{}?mode=rwc", path.display()))
-            .await
-            .unwrap();
-        migration::Migrator::up(&db, None).await.unwrap();
-        (db, path)
-    }
+    use crate::test_db::scratch_database;
 
     /// The bus reader's cache should hold each call's state, not every raw
     /// body the call ever received.
     #[tokio::test]
     async fn the_readers_known_calls_do_not_keep_every_body() {
-        let (db, path) = scratch_database("known").await;
+        let (db, path) = scratch_database("live-known").await;
         let pad = "x".repeat(100_000);
         let deliveries: Vec<_> = (0..20)
             .map(|i| {
@@ -293,7 +282,7 @@ mod tests {
     /// become one INSERT with 10 parameters per row (SQLite allows 32766).
     #[tokio::test]
     async fn reprocess_rebuilds_a_call_with_3300_actions() {
-        let (db, path) = scratch_database("params").await;
+        let (db, path) = scratch_database("live-params").await;
         let deliveries: Vec<_> = (0..3300)
             .map(|i| {
                 let body = format!(
