@@ -100,16 +100,17 @@ impl SqliteStore {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         // With FULL (2) or EXTRA (3) each commit syncs the WAL before it is
         // published, so its frames may be written in one go (`wal_writes.rs`).
-        let mut conn = None;
-        if synchronous >= 2 {
+        let gathering = if synchronous >= 2 {
             wal_writes::register().map_err(DbErr::Custom)?;
-            let gathering = Connection::open_with_flags_and_vfs(&path, flags, wal_writes::NAME)
-                .map_err(sql_err)?;
-            if wal_writes::powersafe_overwrite(&gathering) {
-                conn = Some(gathering);
-            }
-        }
-        let conn = match conn {
+            Some(
+                Connection::open_with_flags_and_vfs(&path, flags, wal_writes::NAME)
+                    .map_err(sql_err)?,
+            )
+            .filter(wal_writes::powersafe_overwrite)
+        } else {
+            None
+        };
+        let conn = match gathering {
             Some(conn) => conn,
             None => Connection::open_with_flags(&path, flags).map_err(sql_err)?,
         };
@@ -491,7 +492,6 @@ impl rusqlite::ToSql for Param {
 mod tests {
     use super::*;
     use crate::domain::parse;
-
     use crate::test_db::scratch_database;
 
     /// The read side decodes rows with sqlx and pages by comparing stored

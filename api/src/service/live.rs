@@ -240,7 +240,6 @@ async fn actions_of(
 #[cfg(test)]
 mod tests {
     use super::*;
-
     use crate::test_db::scratch_database;
 
     /// The bus reader's cache should hold each call's state, not every raw
