@@ -23,7 +23,7 @@ use crate::config::{Config, SqliteSynchronous as Sync};
 /// broken one is replaced). sqlx pings on every acquire by default: on
 /// PostgreSQL a round trip more for every ingest batch and every query,
 /// with nothing to find on a connection that was in use a moment ago.
-const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+pub(crate) const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
 
 /// Both pools' check before handing a connection out: a ping, only for a
 /// connection idle for more than [`PING_AFTER_IDLE`].

@@ -64,8 +64,8 @@ impl Ingestor {
 
     /// [`Self::start`], telling `publisher` after each commit that stored deliveries.
     ///
-    /// A PostgreSQL writer is a task that borrows a pool connection for each
-    /// batch. SQLite's one writer is a thread with a connection of its own
+    /// A PostgreSQL writer is a task that holds a connection of the write
+    /// pool (the pool has one per writer). SQLite's one writer is a thread with a connection of its own
     /// (`sqlite.rs`): its statements never leave that thread.
     pub async fn start_publishing(
         db: DatabaseConnection,
@@ -80,7 +80,8 @@ impl Ingestor {
         if db.get_database_backend() == DatabaseBackend::Postgres {
             for _ in 0..writers.max(1) {
                 let (tx, rx) = mpsc::channel(queue);
-                let store = Store::Postgres(db.clone());
+                let pool = db.get_postgres_connection_pool().clone();
+                let store = Store::Postgres(postgres::Writer::new(pool));
                 queues.push(tx);
                 tasks.push(tokio::spawn(run_writer(
                     store,
@@ -192,8 +193,8 @@ impl Ingestor {
 
 /// Where a writer commits.
 enum Store {
-    /// Through the pool; [`commit_batch`] runs the batch.
-    Postgres(DatabaseConnection),
+    /// On a connection of the write pool the writer holds.
+    Postgres(postgres::Writer),
     /// On the writer thread's own connection.
     Sqlite(Box<SqliteStore>),
 }
@@ -210,7 +211,7 @@ impl Store {
 
     async fn commit(&mut self, batch: &[store::Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
         match self {
-            Self::Postgres(db) => commit_batch(db, batch).await,
+            Self::Postgres(writer) => writer.commit(batch).await,
             Self::Sqlite(store) => store.commit(batch),
         }
     }

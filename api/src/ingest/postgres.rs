@@ -1,64 +1,151 @@
-//! The PostgreSQL side of a batch: every statement has fixed text (rows
-//! travel as arrays through `unnest`), so each is prepared once per
-//! connection, and a batch costs seven round trips whatever its size: begin,
-//! lock, load calls, load stored copies, insert events, write the rest, commit.
+//! The PostgreSQL side of a batch: every statement but the first has fixed
+//! text (rows travel as arrays through `unnest`), so each is prepared once
+//! per connection, and a batch costs four round trips whatever its size:
+//! begin and lock, load (calls and stored copies), write, commit. Each
+//! writer holds its connection from batch to batch ([`Writer`]).
+
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sqlx::{self, PgPool, Postgres, Row, Transaction};
+use sea_orm::DbErr;
+use sea_orm::sqlx::pool::PoolConnection;
+use sea_orm::sqlx::{
+    self, AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row, Transaction,
+};
 use serde_json::Value;
 
+use super::store::{self, Input, Receipt};
 use crate::domain::{AttemptState, CallState, CallStatus, Changes, StoredEvent};
 
-/// Serialize each call across replicas for this transaction (advisory locks
-/// taken in hash order, so two batches cannot deadlock).
-const LOCK: &str = "SELECT pg_advisory_xact_lock(h) FROM \
-    (SELECT DISTINCT hashtextextended(id, 0) AS h FROM unnest($1::text[]) AS t(id) ORDER BY 1) AS locks";
+/// An ingest writer's connection, held from batch to batch (borrowing one
+/// from the pool for each batch cost ~130 µs of a ~2 ms batch). Pinged
+/// before a batch when it has been idle, like the pool's connections
+/// (`db.rs`); given back to the pool, closed, when it fails other than by
+/// the database refusing a statement.
+pub(super) struct Writer {
+    pool: PgPool,
+    held: Option<(PoolConnection<Postgres>, Instant)>,
+}
 
-const LOAD_CALLS: &str = "SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
+impl Writer {
+    pub(super) fn new(pool: PgPool) -> Self {
+        Self { pool, held: None }
+    }
+
+    pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+        let mut conn = match self.held.take() {
+            Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
+                match conn.ping().await {
+                    Ok(()) => conn,
+                    Err(_) => {
+                        conn.close_on_drop();
+                        drop(conn);
+                        self.pool.acquire().await.map_err(db_err)?
+                    }
+                }
+            }
+            Some((conn, _)) => conn,
+            None => self.pool.acquire().await.map_err(db_err)?,
+        };
+        let result = store::commit_postgres(&mut conn, batch).await;
+        match &result {
+            Ok(_) | Err(sqlx::Error::Database(_)) => self.held = Some((conn, Instant::now())),
+            Err(_) => conn.close_on_drop(),
+        }
+        result.map_err(db_err)
+    }
+}
+
+pub(super) fn db_err(err: sqlx::Error) -> DbErr {
+    DbErr::Custom(err.to_string())
+}
+
+/// Begin, and serialize each of these calls across replicas for this
+/// transaction: advisory locks on the ids' [`lock_keys`], taken in
+/// ascending order so two batches cannot deadlock. One round trip: `BEGIN`
+/// and the lock go as one simple query, the keys written into it as integer
+/// literals (the lock must be a statement before the loads: in READ
+/// COMMITTED a statement reads with the snapshot it started with, so a load
+/// in the statement that waited for the lock would not see what the holder
+/// committed).
+pub(super) async fn begin<'c>(
+    conn: &'c mut PgConnection,
+    call_ids: &[String],
+) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
+    if call_ids.is_empty() {
+        return conn.begin().await;
+    }
+    let keys: Vec<String> = lock_keys(call_ids).iter().map(i64::to_string).collect();
+    conn.begin_with(AssertSqlSafe(format!(
+        "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest(ARRAY[{}]::int8[]) AS t(k)",
+        keys.join(",")
+    )))
+    .await
+}
+
+/// A call's advisory lock key: FNV-1a (64 bits) of its id, the same in
+/// every replica and every version; sorted, without repeats.
+fn lock_keys(call_ids: &[String]) -> Vec<i64> {
+    let mut keys: Vec<i64> = call_ids
+        .iter()
+        .map(|id| {
+            let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            hash as i64
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
+/// The batch's calls with their current attempts (rows with `e_id` NULL),
+/// and the stored copies of its deliveries (dedupe; rows with `e_id` set,
+/// the call columns NULL), in one round trip. Stored copies are looked up:
+/// v1 by call and key (`webhook_event_dedupe`), v1 without a call by key
+/// (`webhook_event_callless`), v2 by the platform's event id
+/// (`webhook_event_upstream_id`, partial: hence `IS NOT NULL`).
+const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
     c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, c.lifecycle_ended, \
     c.success, c.credits_used, c.created_at, c.updated_at, c.last_event_at, \
     c.to_number, c.agent_id, c.ended_reason, c.cost_amount, c.cost_per_minute, c.cost_currency, \
     a.number, a.status, a.connected, a.started_at AS a_started_at, a.ended_at AS a_ended_at, \
     a.duration_seconds AS a_duration_seconds, a.recording_url AS a_recording_url, a.detail_url AS a_detail_url, \
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
-    FROM call c JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count WHERE c.id = ANY($1)";
-
-/// Stored copies of the batch's deliveries (dedupe): v1 by call and key
-/// (`webhook_event_dedupe`), v1 without a call by key
-/// (`webhook_event_callless`), v2 by the platform's event id
-/// (`webhook_event_upstream_id`, partial: hence `IS NOT NULL`).
-const LOAD_STORED: &str = "SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
-    JOIN unnest($1::text[], $2::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
+    FROM call c JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count WHERE c.id = ANY($1)), \
+    s AS (SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
+    JOIN unnest($2::text[], $3::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
     UNION SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
-    JOIN unnest($3::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
+    JOIN unnest($4::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
     UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
-    WHERE upstream_id = ANY($4) AND upstream_id IS NOT NULL";
+    WHERE upstream_id = ANY($5) AND upstream_id IS NOT NULL) \
+    SELECT c.*, NULL::int8 AS e_id, NULL::text AS e_call_id, NULL::int4 AS e_attempt_number, \
+    NULL::text AS e_dedupe_key FROM c \
+    UNION ALL SELECT c.*, s.id, s.call_id, s.attempt_number, s.dedupe_key FROM s LEFT JOIN c ON false";
 
-/// Insert the batch's events numbered in commit order: the `event_clock` row
-/// lock taken here is held until COMMIT, so batches get their `seq` block in
-/// the order they become visible (docs/ARCHITECTURE.md, "Commit order").
-/// NOTIFY is transactional: replicas hear of the batch when it commits.
-const INSERT_EVENTS: &str = "WITH clock AS ( \
-    UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1 RETURNING last \
-), ins AS ( \
-    INSERT INTO webhook_event (received_at, format, event_type, call_id, attempt_number, dedupe_key, \
-        signature_verified, recognized, outcome, body, upstream_id, seq) \
-    SELECT t.received_at, t.format, t.event_type, t.call_id, t.attempt_number, t.dedupe_key, \
-        t.signature_verified, t.recognized, t.outcome, t.body, t.upstream_id, \
-        clock.last - cardinality($6::text[]) + t.n \
-    FROM clock, unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[], \
-        $8::bool[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS t(received_at, format, event_type, \
-        call_id, attempt_number, dedupe_key, signature_verified, recognized, outcome, body, upstream_id, n) \
-    RETURNING id, dedupe_key, seq \
-) SELECT ins.id, ins.dedupe_key FROM ins, \
-    (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified \
-    ORDER BY ins.seq";
-
-/// Calls, attempts, analyses and actions in one statement. Foreign keys are
-/// checked at the end of the statement, when the calls are there. The call
-/// columns v2 added are the last parameters ($50–$55), so the numbers of
-/// the others stayed put.
-const WRITE_REST: &str = "WITH calls AS (
+/// A batch's writes in one statement. The raw events first, numbered in
+/// commit order: the `event_clock` row lock taken here is held until
+/// COMMIT, so batches get their `seq` block in the order they become
+/// visible (docs/ARCHITECTURE.md, "Commit order"); analyses and actions
+/// find their event's id by its position in the block (`event_n`, 1-based).
+/// Then calls, attempts, analyses and actions: foreign keys are checked at
+/// the end of the statement, when the calls and events are there. NOTIFY is
+/// transactional: replicas hear of the batch when it commits. Returns the
+/// new events' ids, in order.
+const WRITE: &str = "WITH clock AS (
+    UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1
+    RETURNING last - cardinality($6::text[]) AS base
+), ins AS (
+    INSERT INTO webhook_event (received_at, format, event_type, call_id, attempt_number, dedupe_key,
+        signature_verified, recognized, outcome, body, upstream_id, seq)
+    SELECT t.received_at, t.format, t.event_type, t.call_id, t.attempt_number, t.dedupe_key,
+        t.signature_verified, t.recognized, t.outcome, t.body, t.upstream_id, clock.base + t.n
+    FROM clock, unnest($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::bool[],
+        $8::bool[], $9::text[], $10::text[], $11::text[]) WITH ORDINALITY AS t(received_at, format, event_type,
+        call_id, attempt_number, dedupe_key, signature_verified, recognized, outcome, body, upstream_id, n)
+    RETURNING id, dedupe_key, seq
+), calls AS (
     INSERT INTO call (id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url,
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
         created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
@@ -67,10 +154,10 @@ const WRITE_REST: &str = "WITH calls AS (
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
         created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
         cost_currency
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[], $6::float8[], $7::text[],
-        $8::text[], $9::int[], $10::int[], $11::int[], $12::text[], $13::bool[], $14::bool[], $15::float8[],
-        $16::timestamptz[], $17::timestamptz[], $18::timestamptz[], $50::text[], $51::text[], $52::text[],
-        $53::float8[], $54::float8[], $55::text[])
+    FROM unnest($12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::float8[], $18::text[],
+        $19::text[], $20::int[], $21::int[], $22::int[], $23::text[], $24::bool[], $25::bool[], $26::float8[],
+        $27::timestamptz[], $28::timestamptz[], $29::timestamptz[], $61::text[], $62::text[], $63::text[],
+        $64::float8[], $65::float8[], $66::text[])
         AS t(id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url, attempt_count,
         re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used, created_at,
         updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute, cost_currency)
@@ -87,8 +174,8 @@ const WRITE_REST: &str = "WITH calls AS (
 ), attempts AS (
     INSERT INTO attempt (call_id, number, status, connected, started_at, ended_at, duration_seconds, recording_url,
         detail_url, credits_used, created_at, updated_at)
-    SELECT * FROM unnest($19::text[], $20::int[], $21::text[], $22::bool[], $23::timestamptz[], $24::timestamptz[],
-        $25::float8[], $26::text[], $27::text[], $28::float8[], $29::timestamptz[], $30::timestamptz[])
+    SELECT * FROM unnest($30::text[], $31::int[], $32::text[], $33::bool[], $34::timestamptz[], $35::timestamptz[],
+        $36::float8[], $37::text[], $38::text[], $39::float8[], $40::timestamptz[], $41::timestamptz[])
     ON CONFLICT (call_id, number) DO UPDATE SET status = EXCLUDED.status, connected = EXCLUDED.connected,
         started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
         recording_url = EXCLUDED.recording_url, detail_url = EXCLUDED.detail_url,
@@ -96,48 +183,29 @@ const WRITE_REST: &str = "WITH calls AS (
 ), analyses AS (
     INSERT INTO analysis (call_id, attempt_number, event_id, success, summary, required_actions, insights, outcome,
         credits_used, credits_available, created_at)
-    SELECT call_id, attempt_number, event_id, success, summary, required_actions::jsonb, insights::jsonb,
-        outcome::jsonb, credits_used, credits_available, created_at
-    FROM unnest($31::text[], $32::int[], $33::int8[], $34::bool[], $35::text[], $36::text[], $37::text[],
-        $38::text[], $39::float8[], $40::float8[], $41::timestamptz[])
-        AS t(call_id, attempt_number, event_id, success, summary, required_actions, insights, outcome, credits_used,
+    SELECT t.call_id, t.attempt_number, ins.id, t.success, t.summary, t.required_actions::jsonb,
+        t.insights::jsonb, t.outcome::jsonb, t.credits_used, t.credits_available, t.created_at
+    FROM unnest($42::text[], $43::int[], $44::int8[], $45::bool[], $46::text[], $47::text[], $48::text[],
+        $49::text[], $50::float8[], $51::float8[], $52::timestamptz[])
+        AS t(call_id, attempt_number, event_n, success, summary, required_actions, insights, outcome, credits_used,
         credits_available, created_at)
+        JOIN ins ON ins.seq = (SELECT base FROM clock) + t.event_n
     ON CONFLICT (call_id, attempt_number) DO UPDATE SET event_id = EXCLUDED.event_id, success = EXCLUDED.success,
         summary = EXCLUDED.summary, required_actions = EXCLUDED.required_actions, insights = EXCLUDED.insights,
         outcome = EXCLUDED.outcome, credits_used = EXCLUDED.credits_used,
         credits_available = EXCLUDED.credits_available, created_at = EXCLUDED.created_at
+), actions AS (
+    INSERT INTO action (event_id, call_id, attempt_number, kind, reason, payload, status, created_at)
+    SELECT ins.id, t.call_id, t.attempt_number, t.kind, t.reason, t.payload::jsonb, t.status, t.created_at
+    FROM unnest($53::int8[], $54::text[], $55::int[], $56::text[], $57::text[], $58::text[], $59::text[],
+        $60::timestamptz[]) AS t(event_n, call_id, attempt_number, kind, reason, payload, status, created_at)
+        JOIN ins ON ins.seq = (SELECT base FROM clock) + t.event_n
 )
-INSERT INTO action (event_id, call_id, attempt_number, kind, reason, payload, status, created_at)
-SELECT event_id, call_id, attempt_number, kind, reason, payload::jsonb, status, created_at
-FROM unnest($42::int8[], $43::text[], $44::int[], $45::text[], $46::text[], $47::text[], $48::text[],
-    $49::timestamptz[]) AS t(event_id, call_id, attempt_number, kind, reason, payload, status, created_at)";
+SELECT ins.id, ins.dedupe_key FROM ins,
+    (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
+ORDER BY ins.seq";
 
-pub(super) async fn begin(
-    pool: &PgPool,
-    call_ids: &[String],
-) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let mut txn = pool.begin().await?;
-    if !call_ids.is_empty() {
-        sqlx::query(LOCK).bind(call_ids).execute(&mut *txn).await?;
-    }
-    Ok(txn)
-}
-
-pub(super) async fn load_calls(
-    txn: &mut Transaction<'_, Postgres>,
-    ids: &[String],
-) -> Result<Vec<CallState>, sqlx::Error> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows = sqlx::query(LOAD_CALLS)
-        .bind(ids)
-        .fetch_all(&mut **txn)
-        .await?;
-    rows.iter().map(call_state).collect()
-}
-
-/// What [`LOAD_STORED`] looks up for a batch: (calls, keys) of v1 deliveries
+/// What [`LOAD`] looks up for a batch: (calls, keys) of v1 deliveries
 /// with a call, keys of v1 deliveries without one, v2 event ids.
 #[derive(Default)]
 pub(super) struct Lookups {
@@ -164,27 +232,34 @@ impl Lookups {
     }
 }
 
-pub(super) async fn load_stored(
+/// The batch's calls (with their current attempts) and the stored copies
+/// of its deliveries.
+pub(super) async fn load(
     txn: &mut Transaction<'_, Postgres>,
+    call_ids: &[String],
     lookups: &Lookups,
-) -> Result<Vec<StoredEvent>, sqlx::Error> {
-    let rows = sqlx::query(LOAD_STORED)
+) -> Result<(Vec<CallState>, Vec<StoredEvent>), sqlx::Error> {
+    let rows = sqlx::query(LOAD)
+        .bind(call_ids)
         .bind(&lookups.calls)
         .bind(&lookups.keys)
         .bind(&lookups.callless)
         .bind(&lookups.upstream)
         .fetch_all(&mut **txn)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(StoredEvent {
-                id: r.try_get("id")?,
-                call_id: r.try_get("call_id")?,
-                attempt_number: r.try_get("attempt_number")?,
-                dedupe_key: r.try_get("dedupe_key")?,
-            })
-        })
-        .collect()
+    let (mut calls, mut stored) = (Vec::new(), Vec::new());
+    for r in &rows {
+        match r.try_get::<Option<i64>, _>("e_id")? {
+            Some(id) => stored.push(StoredEvent {
+                id,
+                call_id: r.try_get("e_call_id")?,
+                attempt_number: r.try_get("e_attempt_number")?,
+                dedupe_key: r.try_get("e_dedupe_key")?,
+            }),
+            None => calls.push(call_state(r)?),
+        }
+    }
+    Ok((calls, stored))
 }
 
 /// Write a batch's changes; returns the ids of its new raw-log rows, in order.
@@ -199,57 +274,47 @@ pub(super) async fn write(
         analyses,
         actions,
     } = changes;
-    let mut ids = Vec::with_capacity(events.len());
-    if !events.is_empty() {
-        let keys: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
-        let rows = sqlx::query(INSERT_EVENTS)
-            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.format.as_str()).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.event_type.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.call_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.attempt_number).collect::<Vec<_>>())
-            .bind(&keys)
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.signature_verified)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(events.iter().map(|e| e.recognized).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.outcome).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
-            .bind(
-                events
-                    .iter()
-                    .map(|e| e.upstream_id.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .fetch_all(&mut **txn)
-            .await?;
-        for (row, key) in rows.iter().zip(&keys) {
-            // Rows come back in insertion order; check rather than trust it.
-            if row.try_get::<&str, _>("dedupe_key")? != *key {
-                return Err(sqlx::Error::Protocol(
-                    "RETURNING rows out of insertion order".into(),
-                ));
-            }
-            ids.push(row.try_get("id")?);
-        }
+    if events.is_empty() && calls.is_empty() {
+        return Ok(Vec::new());
     }
+    let keys: Vec<&str> = events.iter().map(|e| e.dedupe_key.as_str()).collect();
     let json = |v: &Option<Value>| v.as_ref().map(Value::to_string);
+    // 1-based positions of events in the batch's block of `seq`s.
+    let event_n = |i: &usize| *i as i64 + 1;
     let c = &calls;
     let a = &attempts;
-    sqlx::query(WRITE_REST)
+    let rows = sqlx::query(WRITE)
+        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.format.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.event_type.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|e| e.call_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.attempt_number).collect::<Vec<_>>())
+        .bind(&keys)
+        .bind(
+            events
+                .iter()
+                .map(|e| e.signature_verified)
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|e| e.recognized).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.outcome).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.body.as_str()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.upstream_id.as_deref())
+                .collect::<Vec<_>>(),
+        )
         .bind(c.iter().map(|c| c.id.as_str()).collect::<Vec<_>>())
         .bind(c.iter().map(|c| c.status().as_str()).collect::<Vec<_>>())
         .bind(
@@ -322,7 +387,7 @@ pub(super) async fn write(
                 .map(|(_, n)| n.attempt_number)
                 .collect::<Vec<_>>(),
         )
-        .bind(analyses.iter().map(|(i, _)| ids[*i]).collect::<Vec<_>>())
+        .bind(analyses.iter().map(|(i, _)| event_n(i)).collect::<Vec<_>>())
         .bind(analyses.iter().map(|(_, n)| n.success).collect::<Vec<_>>())
         .bind(
             analyses
@@ -366,7 +431,7 @@ pub(super) async fn write(
                 .map(|(_, n)| n.created_at)
                 .collect::<Vec<_>>(),
         )
-        .bind(actions.iter().map(|(i, _)| ids[*i]).collect::<Vec<_>>())
+        .bind(actions.iter().map(|(i, _)| event_n(i)).collect::<Vec<_>>())
         .bind(
             actions
                 .iter()
@@ -426,8 +491,23 @@ pub(super) async fn write(
                 .map(|c| c.cost.as_ref().map(|x| x.currency.as_str()))
                 .collect::<Vec<_>>(),
         )
-        .execute(&mut **txn)
+        .fetch_all(&mut **txn)
         .await?;
+    let mut ids = Vec::with_capacity(events.len());
+    for (row, key) in rows.iter().zip(&keys) {
+        // Rows come back in `seq` order; check they are the batch's, in order.
+        if row.try_get::<&str, _>("dedupe_key")? != *key {
+            return Err(sqlx::Error::Protocol(
+                "RETURNING rows out of insertion order".into(),
+            ));
+        }
+        ids.push(row.try_get("id")?);
+    }
+    if ids.len() != events.len() {
+        return Err(sqlx::Error::Protocol(
+            "fewer raw events written than the batch holds".into(),
+        ));
+    }
     Ok(ids)
 }
 
@@ -478,4 +558,24 @@ fn call_state(r: &sqlx::postgres::PgRow) -> Result<CallState, sqlx::Error> {
             updated_at: r.try_get("a_updated_at")?,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lock_keys;
+
+    #[test]
+    fn lock_keys_are_fnv_1a_of_the_ids_sorted_without_repeats() {
+        // Replicas of every version must lock a call under the same key:
+        // FNV-1a 64's published values for "" and "a".
+        let keys = lock_keys(&["a".into(), String::new(), "a".into()]);
+        assert_eq!(
+            keys,
+            vec![
+                0xaf63_dc4c_8601_ec8c_u64 as i64,
+                0xcbf2_9ce4_8422_2325_u64 as i64
+            ]
+        );
+        assert!(keys.windows(2).all(|w| w[0] < w[1]));
+    }
 }

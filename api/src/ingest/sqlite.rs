@@ -24,7 +24,7 @@ use serde_json::Value;
 
 use super::store::{
     self, ACTION_COLUMNS, ANALYSIS_COLUMNS, ATTEMPT_COLUMNS, CALL_COLUMNS, EVENT_COLUMNS, Input,
-    Receipt, cost, project, receipts,
+    Phases, Receipt, cost, project, receipts,
 };
 use super::wal_writes;
 use crate::domain::{AttemptState, CallState, CallStatus, Changes, StoredEvent};
@@ -195,22 +195,6 @@ impl SqliteStore {
             "sqlite batch phases"
         );
         Ok(receipts(decisions, &ids))
-    }
-}
-
-/// Microseconds between laps.
-struct Phases(std::time::Instant);
-
-impl Phases {
-    fn start() -> Self {
-        Self(std::time::Instant::now())
-    }
-
-    fn lap(&mut self) -> u64 {
-        let now = std::time::Instant::now();
-        let us = now.duration_since(self.0).as_micros() as u64;
-        self.0 = now;
-        us
     }
 }
 

@@ -11,7 +11,7 @@ use std::sync::LazyLock;
 use chrono::{DateTime, Utc};
 use entity::call;
 use sea_orm::Value as DbValue;
-use sea_orm::sqlx::PgPool;
+use sea_orm::sqlx::PgConnection;
 use sea_orm::{
     ActiveValue::Set, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction,
     DbErr,
@@ -44,9 +44,13 @@ pub async fn commit_batch(
     batch: &[Input<'_>],
 ) -> Result<Vec<Receipt>, DbErr> {
     match db.get_database_backend() {
-        DatabaseBackend::Postgres => commit_postgres(db.get_postgres_connection_pool(), batch)
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string())),
+        DatabaseBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            let mut conn = pool.acquire().await.map_err(postgres::db_err)?;
+            commit_postgres(&mut conn, batch)
+                .await
+                .map_err(postgres::db_err)
+        }
         _ => commit_sqlite(db, batch).await,
     }
 }
@@ -59,8 +63,9 @@ async fn commit_sqlite(
     SqliteStore::open_like(db).await?.commit(batch)
 }
 
-async fn commit_postgres(
-    pool: &PgPool,
+/// One batch on PostgreSQL, on `conn`: four round trips (`postgres.rs`).
+pub(super) async fn commit_postgres(
+    conn: &mut PgConnection,
     batch: &[Input<'_>],
 ) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
     let call_ids: Vec<String> = batch
@@ -69,13 +74,43 @@ async fn commit_postgres(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut txn = postgres::begin(pool, &call_ids).await?;
-    let calls = postgres::load_calls(&mut txn, &call_ids).await?;
-    let stored = postgres::load_stored(&mut txn, &postgres::Lookups::of(batch)).await?;
+    let mut clock = Phases::start();
+    let mut txn = postgres::begin(conn, &call_ids).await?;
+    let begin_us = clock.lap();
+    let (calls, stored) =
+        postgres::load(&mut txn, &call_ids, &postgres::Lookups::of(batch)).await?;
+    let load_us = clock.lap();
     let (decisions, changes) = project(calls, stored, batch);
+    let apply_us = clock.lap();
     let ids = postgres::write(&mut txn, changes).await?;
+    let write_us = clock.lap();
     txn.commit().await?;
+    tracing::debug!(
+        size = batch.len(),
+        begin_us,
+        load_us,
+        apply_us,
+        write_us,
+        commit_us = clock.lap(),
+        "postgres batch phases"
+    );
     Ok(receipts(decisions, &ids))
+}
+
+/// Microseconds between laps.
+pub(super) struct Phases(std::time::Instant);
+
+impl Phases {
+    pub(super) fn start() -> Self {
+        Self(std::time::Instant::now())
+    }
+
+    pub(super) fn lap(&mut self) -> u64 {
+        let now = std::time::Instant::now();
+        let us = now.duration_since(self.0).as_micros() as u64;
+        self.0 = now;
+        us
+    }
 }
 
 /// The pure part: dedupe and apply the whole batch in memory.
