@@ -13,6 +13,7 @@ mod m20261127_000006_webhook_event_seq;
 mod m20261127_000007_v2_webhooks;
 mod m20261127_000008_lean_event_indexes;
 mod m20261127_000009_fewer_event_indexes;
+mod m20261127_000010_fewer_write_indexes;
 
 pub struct Migrator;
 
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000007_v2_webhooks::Migration),
             Box::new(m20261127_000008_lean_event_indexes::Migration),
             Box::new(m20261127_000009_fewer_event_indexes::Migration),
+            Box::new(m20261127_000010_fewer_write_indexes::Migration),
         ]
     }
 }

@@ -72,9 +72,12 @@ impl CallFilter {
             all = all.add(C::LifecycleEnded.eq(ended));
         }
         if let Some(stale) = self.stale {
+            // `updated_at` is `last_event_at`: both are set by every delivery
+            // applied to the call and by nothing else; `updated_at` is the
+            // indexed one (migration 000010).
             let is_stale = Condition::all()
                 .add(C::LifecycleEnded.eq(false))
-                .add(C::LastEventAt.lt(self.stale_cutoff));
+                .add(C::UpdatedAt.lt(self.stale_cutoff));
             all = all.add(if stale { is_stale } else { is_stale.not() });
         }
         if let Some(after) = self.created_after {
