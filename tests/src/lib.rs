@@ -188,6 +188,19 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, configure: impl FnOnce(&mut Config)) -> Self {
         init_logs();
         let database_url = fresh_database(backend).await;
+        Self::spawn_on(backend, database_url, configure).await
+    }
+
+    /// A second server on this one's database, as a replica would run.
+    pub async fn spawn_sharing(&self, configure: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_on(self.backend, self.database_url.clone(), configure).await
+    }
+
+    async fn spawn_on(
+        backend: Backend,
+        database_url: String,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
         let mut config = Config::for_database(&database_url);
         config.listen = "127.0.0.1:0".parse().expect("address");
         // Several writers on PostgreSQL, whatever this machine's default.

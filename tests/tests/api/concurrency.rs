@@ -150,3 +150,44 @@ async fn fifty_deliveries_of_one_call_sent_at_once_end_as_if_sent_in_order() {
     })
     .await;
 }
+
+/// Two servers on one database (replicas): the fifty deliveries of one call,
+/// each sent to either server, all at once, end as if sent in order to one.
+/// Each server's writer loads the call and writes it back whole, so without
+/// the lock that serializes a call across servers (PostgreSQL: advisory
+/// locks; SQLite: its write lock) one server's write would undo the other's.
+#[tokio::test]
+async fn two_servers_sharing_a_database_end_a_call_as_if_sent_in_order_to_one() {
+    on_each_backend_and_batch(|backend, batch| async move {
+        let bodies = fifty_deliveries("c_shared");
+        let in_order = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
+        in_order.post_all(&bodies).await;
+
+        let first = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
+        let second = first.spawn_sharing(|c| c.ingest_batch = batch).await;
+        first.post_all(&bodies[..1]).await;
+        let servers = [&first, &second];
+        let answers = join_all(
+            bodies[1..]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| servers[i % 2].post_webhook(b.clone())),
+        )
+        .await;
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.status == 200 && a.body["duplicate"] == false),
+            "{backend:?}: {:?}",
+            answers.iter().map(|a| &a.body).collect::<Vec<_>>()
+        );
+        assert_eq!(first.count("webhook_event").await, 50);
+        assert_eq!(first.count("action").await, 44);
+        assert_eq!(
+            projection(&first, "c_shared").await,
+            projection(&in_order, "c_shared").await,
+            "{backend:?}"
+        );
+    })
+    .await;
+}
