@@ -5,6 +5,12 @@ use clap::Parser;
 use calltrail::config::{Cli, Command};
 use calltrail::{Application, cli, graphql, simulate, telemetry};
 
+/// mimalloc instead of the C library's allocator: a request allocates and
+/// frees many small buffers across threads, where glibc's malloc spent a
+/// fifth of the server's time (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
     let Cli { command, config } = Cli::parse();
