@@ -65,8 +65,9 @@ impl Ingestor {
     /// [`Self::start`], telling `publisher` after each commit that stored deliveries.
     ///
     /// A PostgreSQL writer is a task that holds a connection of the write
-    /// pool (the pool has one per writer). SQLite's one writer is a thread with a connection of its own
-    /// (`sqlite.rs`): its statements never leave that thread.
+    /// pool (the pool has one per writer). SQLite's one writer is a thread
+    /// with a connection of its own (`sqlite.rs`): its statements never
+    /// leave that thread.
     pub async fn start_publishing(
         db: DatabaseConnection,
         writers: usize,
