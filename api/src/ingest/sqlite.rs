@@ -59,7 +59,17 @@ pub(super) struct SqliteStore {
     sql: Statements,
     /// The last `seq` this connection committed (0: none yet).
     head: i64,
+    /// Calls as this connection last loaded or committed them, so a batch
+    /// loads only calls it has not seen: valid while no other connection
+    /// has written the database (`PRAGMA data_version` unchanged, read
+    /// inside each batch's write transaction), emptied otherwise and when
+    /// it holds [`KEPT_CALLS`].
+    known: HashMap<String, CallState>,
+    data_version: i64,
 }
+
+/// Most calls [`SqliteStore`] keeps between batches (a few MB).
+const KEPT_CALLS: usize = 4096;
 
 struct Statements {
     event: String,
@@ -140,6 +150,8 @@ impl SqliteStore {
                 action: single_row("action", ACTION_COLUMNS, ""),
             },
             head: 0,
+            known: HashMap::new(),
+            data_version: 0,
         })
     }
 
@@ -171,7 +183,29 @@ impl SqliteStore {
             .collect();
         // Where the writer's time goes, per batch (RUST_LOG=calltrail::ingest=debug).
         let mut clock = Phases::start();
-        let calls = load_calls(&txn, &call_ids)?;
+        let data_version: i64 = txn
+            .query_row("PRAGMA data_version", [], |row| row.get(0))
+            .map_err(sql_err)?;
+        if data_version != self.data_version || self.known.len() > KEPT_CALLS {
+            // Another connection wrote: what this one knows may be stale.
+            self.known.clear();
+            self.data_version = data_version;
+        }
+        let unknown: BTreeSet<&str> = call_ids
+            .iter()
+            .copied()
+            .filter(|id| !self.known.contains_key(*id))
+            .collect();
+        let mut calls = load_calls(&txn, &unknown)?;
+        for call in &calls {
+            self.known.insert(call.id.clone(), call.clone());
+        }
+        calls.extend(
+            call_ids
+                .iter()
+                .filter(|id| !unknown.contains(*id))
+                .filter_map(|id| self.known.get(*id).cloned()),
+        );
         let load_us = clock.lap();
         let stored = load_stored(&txn, batch).map_err(sql_err)?;
         let dedupe_us = clock.lap();
@@ -181,10 +215,13 @@ impl SqliteStore {
             .collect();
         let (decisions, changes) = project(calls, stored, batch);
         let apply_us = clock.lap();
+        let written = changes.calls.clone();
         let (ids, head) = write(&txn, &self.sql, changes, &before).map_err(sql_err)?;
         let write_us = clock.lap();
         txn.commit().map_err(sql_err)?;
         self.head = self.head.max(head);
+        self.known
+            .extend(written.into_iter().map(|call| (call.id.clone(), call)));
         tracing::debug!(
             size = batch.len(),
             load_us,
@@ -529,6 +566,62 @@ mod tests {
         let again = store.commit(&[(&delivery, at, true)]).unwrap();
         assert_eq!(again[0].event_id, receipts[0].event_id);
         assert!(again[0].duplicate);
+        drop(store);
+        db.close().await.unwrap();
+        let _ = std::fs::remove_file(&path);
+    }
+
+    /// The calls the writer keeps between batches are what it would load:
+    /// after every fixture lifecycle (v1 and v2, retries, reschedules, edge
+    /// cases), in batches of three, each kept call equals the call loaded
+    /// back from the database.
+    #[tokio::test]
+    async fn calls_kept_between_batches_equal_the_stored_calls() {
+        let (db, path) = scratch_database("kept-calls").await;
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut bodies = Vec::new();
+        for dir in ["v1", "v2", "edge"] {
+            let mut files: Vec<_> = std::fs::read_dir(fixtures.join(dir))
+                .unwrap()
+                .map(|f| f.unwrap().path())
+                .collect();
+            files.sort();
+            for file in files {
+                let text = std::fs::read_to_string(&file).unwrap();
+                if file.extension().is_some_and(|e| e == "jsonl") {
+                    bodies.extend(
+                        text.lines()
+                            .filter(|l| !l.trim().is_empty())
+                            .map(str::to_owned),
+                    );
+                } else {
+                    bodies.push(text);
+                }
+            }
+        }
+        let deliveries: Vec<_> = bodies
+            .iter()
+            .map(|b| parse(b.as_bytes()).unwrap())
+            .collect();
+        assert!(deliveries.len() > 30, "the fixtures are there");
+        let mut store = SqliteStore::open_like(&db).await.unwrap();
+        let at = DateTime::parse_from_rfc3339("2026-11-27T10:00:00.123456Z")
+            .unwrap()
+            .to_utc();
+        for batch in deliveries.chunks(3) {
+            let inputs: Vec<_> = batch.iter().map(|d| (d, at, true)).collect();
+            store.commit(&inputs).unwrap();
+        }
+        let kept = store.known.clone();
+        assert!(kept.len() >= 5, "calls were kept: {}", kept.len());
+        let ids: BTreeSet<&str> = kept.keys().map(String::as_str).collect();
+        let txn = store.conn.transaction().unwrap();
+        let stored = load_calls(&txn, &ids).unwrap();
+        assert_eq!(stored.len(), kept.len());
+        for call in stored {
+            assert_eq!(kept[&call.id], call, "call {}", call.id);
+        }
+        drop(txn);
         drop(store);
         db.close().await.unwrap();
         let _ = std::fs::remove_file(&path);
