@@ -20,8 +20,11 @@ use crate::domain::{AttemptState, CallState, CallStatus, Changes, StoredEvent};
 /// An ingest writer's connection, held from batch to batch (borrowing one
 /// from the pool for each batch cost ~130 µs of a ~2 ms batch). Pinged
 /// before a batch when it has been idle, like the pool's connections
-/// (`db.rs`); given back to the pool, closed, when it fails other than by
-/// the database refusing a statement.
+/// (`db.rs`); closed when a batch fails, whatever failed: a statement the
+/// database refused can leave the session inside an aborted transaction
+/// that sqlx does not know to roll back (the lock statement sent with
+/// `BEGIN`, when it is cancelled or times out), so the next batch starts
+/// on a fresh connection.
 pub(super) struct Writer {
     pool: PgPool,
     held: Option<(PoolConnection<Postgres>, Instant)>,
@@ -49,7 +52,7 @@ impl Writer {
         };
         let result = store::commit_postgres(&mut conn, batch).await;
         match &result {
-            Ok(_) | Err(sqlx::Error::Database(_)) => self.held = Some((conn, Instant::now())),
+            Ok(_) => self.held = Some((conn, Instant::now())),
             Err(_) => conn.close_on_drop(),
         }
         result.map_err(db_err)
@@ -84,7 +87,9 @@ pub(super) async fn begin<'c>(
 }
 
 /// A call's advisory lock key: FNV-1a (64 bits) of its id, the same in
-/// every replica and every version; sorted, without repeats.
+/// every replica (since 2026-11-27; before, PostgreSQL's
+/// `hashtextextended(id, 0)`: replicas must all run a version on the same
+/// side of that change); sorted, without repeats.
 fn lock_keys(call_ids: &[String]) -> Vec<i64> {
     let mut keys: Vec<i64> = call_ids
         .iter()

@@ -168,6 +168,9 @@ impl SqliteStore {
             // The transaction rolled back: WAL frames it spilled must not
             // reach the file now that another connection may write there.
             wal_writes::discard_pending(&self.conn);
+            // And should a failed COMMIT have reached the file after all,
+            // the calls kept from before it would be stale.
+            self.known.clear();
         }
         committed
     }

@@ -147,3 +147,91 @@ fn an_in_memory_sqlite_database_is_refused_with_one_clear_line() {
         assert!(!stderr.contains("panicked"));
     }
 }
+
+/// PostgreSQL: when the database cancels a batch's lock statement (sent
+/// together with `BEGIN`), only that batch fails: the session it left in an
+/// aborted transaction is not reused, and the next deliveries are stored.
+#[tokio::test]
+async fn a_cancelled_lock_fails_only_its_own_batch() {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's advisory locks: runs with TEST_DATABASE_URL.
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let event = |call: &str, kind: &str| {
+        serde_json::to_vec(&json!({"event": {"type": kind, "data": {"call": {"id": call}}}}))
+            .unwrap()
+    };
+    assert_eq!(
+        app.post_webhook(event("c_lock_a", "call.initiate"))
+            .await
+            .status,
+        200
+    );
+
+    // Hold the lock the writer will want for c_lock_b (FNV-1a of the id).
+    let key = "c_lock_b".bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    }) as i64;
+    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
+    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(key)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let blocked = {
+        let (client, url) = (
+            reqwest::Client::new(),
+            format!("{}/webhooks/call-events", app.address),
+        );
+        let body = event("c_lock_b", "call.initiate");
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        })
+    };
+    // Cancel the writer's lock wait.
+    let mut cancelled = false;
+    for _ in 0..100 {
+        let row: (i64,) = sea_orm::sqlx::query_as(
+            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%pg_advisory_xact_lock%'",
+        )
+        .fetch_one(&mut holder)
+        .await
+        .unwrap();
+        if row.0 > 0 {
+            cancelled = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cancelled, "the writer waited for the lock");
+    assert_eq!(
+        blocked.await.unwrap(),
+        503,
+        "the cancelled batch's delivery"
+    );
+    sea_orm::sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    // The writer goes on: the refused delivery again, and another.
+    let again = app.post_webhook(event("c_lock_b", "call.initiate")).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], false);
+    let next = app
+        .post_webhook(event("c_lock_a", "call.in-progress"))
+        .await;
+    assert_eq!(next.status, 200, "{}", next.body);
+    assert_eq!(app.count("webhook_event").await, 3);
+}
