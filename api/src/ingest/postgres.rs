@@ -137,7 +137,8 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
 /// Then calls, attempts, analyses and actions: foreign keys are checked at
 /// the end of the statement, when the calls and events are there. NOTIFY is
 /// transactional: replicas hear of the batch when it commits. Returns the
-/// new events' ids, in order.
+/// new events' ids, in order, with the numbers of analyses and actions
+/// written (checked: a row whose event was not found would vanish).
 const WRITE: &str = "WITH clock AS (
     UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1
     RETURNING last - cardinality($6::text[]) AS base
@@ -199,14 +200,17 @@ const WRITE: &str = "WITH clock AS (
         summary = EXCLUDED.summary, required_actions = EXCLUDED.required_actions, insights = EXCLUDED.insights,
         outcome = EXCLUDED.outcome, credits_used = EXCLUDED.credits_used,
         credits_available = EXCLUDED.credits_available, created_at = EXCLUDED.created_at
+    RETURNING 1
 ), actions AS (
     INSERT INTO action (event_id, call_id, attempt_number, kind, reason, payload, status, created_at)
     SELECT ins.id, t.call_id, t.attempt_number, t.kind, t.reason, t.payload::jsonb, t.status, t.created_at
     FROM unnest($53::int8[], $54::text[], $55::int[], $56::text[], $57::text[], $58::text[], $59::text[],
         $60::timestamptz[]) AS t(event_n, call_id, attempt_number, kind, reason, payload, status, created_at)
         JOIN ins ON ins.seq = (SELECT base FROM clock) + t.event_n
+    RETURNING 1
 )
-SELECT ins.id, ins.dedupe_key FROM ins,
+SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
+    (SELECT count(*) FROM actions) AS actions FROM ins,
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
 ORDER BY ins.seq";
 
@@ -288,6 +292,7 @@ pub(super) async fn write(
     let event_n = |i: &usize| *i as i64 + 1;
     let c = &calls;
     let a = &attempts;
+    let (analyses_len, actions_len) = (analyses.len(), actions.len());
     let rows = sqlx::query(WRITE)
         .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
         .bind(events.iter().map(|e| e.format.as_str()).collect::<Vec<_>>())
@@ -511,6 +516,17 @@ pub(super) async fn write(
     if ids.len() != events.len() {
         return Err(sqlx::Error::Protocol(
             "fewer raw events written than the batch holds".into(),
+        ));
+    }
+    let written = |column: &str| -> Result<usize, sqlx::Error> {
+        match rows.first() {
+            Some(row) => Ok(row.try_get::<i64, _>(column)? as usize),
+            None => Ok(0),
+        }
+    };
+    if written("analyses")? != analyses_len || written("actions")? != actions_len {
+        return Err(sqlx::Error::Protocol(
+            "analyses or actions written do not match the batch's".into(),
         ));
     }
     Ok(ids)
