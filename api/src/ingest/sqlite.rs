@@ -199,16 +199,13 @@ impl SqliteStore {
             .copied()
             .filter(|id| !self.known.contains_key(*id))
             .collect();
-        let mut calls = load_calls(&txn, &unknown)?;
-        for call in &calls {
-            self.known.insert(call.id.clone(), call.clone());
+        for call in load_calls(&txn, &unknown)? {
+            self.known.insert(call.id.clone(), call);
         }
-        calls.extend(
-            call_ids
-                .iter()
-                .filter(|id| !unknown.contains(*id))
-                .filter_map(|id| self.known.get(*id).cloned()),
-        );
+        let calls: Vec<CallState> = call_ids
+            .iter()
+            .filter_map(|id| self.known.get(*id).cloned())
+            .collect();
         let load_us = clock.lap();
         let stored = load_stored(&txn, batch).map_err(sql_err)?;
         let dedupe_us = clock.lap();

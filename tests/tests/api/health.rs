@@ -179,47 +179,28 @@ async fn a_cancelled_lock_fails_only_its_own_batch() {
         .execute(&mut holder)
         .await
         .unwrap();
-    let blocked = {
-        let (client, url) = (
-            reqwest::Client::new(),
-            format!("{}/webhooks/call-events", app.address),
-        );
-        let body = event("c_lock_b", "call.initiate");
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
-    // Cancel the writer's lock wait.
-    let mut cancelled = false;
-    for _ in 0..100 {
-        let row: (i64,) = sea_orm::sqlx::query_as(
-            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%pg_advisory_xact_lock%'",
-        )
-        .fetch_one(&mut holder)
-        .await
-        .unwrap();
-        if row.0 > 0 {
-            cancelled = true;
-            break;
+    // The delivery waits in the writer for the lock, which is cancelled.
+    let cancel = async {
+        for _ in 0..100 {
+            let row: (i64,) = sea_orm::sqlx::query_as(
+                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                 AND query LIKE '%pg_advisory_xact_lock%'",
+            )
+            .fetch_one(&mut holder)
+            .await
+            .unwrap();
+            if row.0 > 0 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        false
+    };
+    let (blocked, cancelled) =
+        tokio::join!(app.post_webhook(event("c_lock_b", "call.initiate")), cancel);
     assert!(cancelled, "the writer waited for the lock");
-    assert_eq!(
-        blocked.await.unwrap(),
-        503,
-        "the cancelled batch's delivery"
-    );
+    assert_eq!(blocked.status, 503, "the cancelled batch's delivery");
     sea_orm::sqlx::query("SELECT pg_advisory_unlock_all()")
         .execute(&mut holder)
         .await
