@@ -14,7 +14,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     let Cli { command, config } = Cli::parse();
-    telemetry::init(&config.log_filter, config.log_format);
+    if let Err(err) = telemetry::init(&config.log_filter, config.log_format) {
+        // A malformed setting, like those clap refuses (exit code 2).
+        eprintln!("calltrail: {err}");
+        std::process::exit(2);
+    }
     let result = match command.unwrap_or(Command::Serve) {
         Command::Serve => match Application::build(config).await {
             Ok(app) => app.run_until_stopped().await,

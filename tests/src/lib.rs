@@ -162,7 +162,8 @@ pub fn init_logs() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         if std::env::var("TEST_LOG").is_ok() {
-            calltrail::telemetry::init("info,sqlx=warn", calltrail::config::LogFormat::Text);
+            calltrail::telemetry::init("info,sqlx=warn", calltrail::config::LogFormat::Text)
+                .expect("a valid log filter");
         }
     });
 }

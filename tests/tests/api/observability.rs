@@ -310,7 +310,13 @@ async fn startup_failures_say_what_and_how_to_fix_in_one_line() {
         ("DATABASE_URL", &sqlite),
         ("CALLTRAIL_WEBHOOK_SECRETS", "pk_live:"),
     ]);
+    let bad_log_filter = run_server(&[("DATABASE_URL", &sqlite), ("RUST_LOG", "calltrail=loud")]);
     for (output, code, words) in [
+        (
+            &bad_log_filter,
+            2,
+            "the log filter `calltrail=loud` (RUST_LOG or --log) is not valid: ",
+        ),
         (
             &unreachable,
             1,
