@@ -159,8 +159,8 @@ pub struct Config {
     pub sqlite_synchronous: SqliteSynchronous,
 
     /// Ingest writers on PostgreSQL (each commits its own batches; a call always
-    /// goes to the same writer). Default: half the CPU cores, at least 1. SQLite
-    /// always has exactly one.
+    /// goes to the same writer). Default: half the CPU cores, at least 1; at
+    /// most 64. SQLite always has exactly one.
     #[arg(long, env = "CALLTRAIL_INGEST_WRITERS", global = true)]
     pub ingest_writers: Option<usize>,
 

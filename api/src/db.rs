@@ -160,7 +160,10 @@ impl Db {
                 .await
                 .map_err(unreachable(url))?;
             // Reads vary with every filter: plan each for its actual arguments.
-            let read = pool(config.db_read_connections)
+            // One more than asked: the bus's LISTEN holds one of these for
+            // the process's life (`bus/postgres.rs`), and GraphQL gets the
+            // number of connections the setting names.
+            let read = pool(config.db_read_connections.saturating_add(1))
                 .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
                 .await
                 .map_err(unreachable(url))?;

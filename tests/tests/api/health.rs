@@ -216,3 +216,23 @@ async fn a_cancelled_lock_fails_only_its_own_batch() {
     assert_eq!(next.status, 200, "{}", next.body);
     assert_eq!(app.count("webhook_event").await, 3);
 }
+
+/// One read connection is enough for GraphQL: on PostgreSQL the connection
+/// that LISTENs for other replicas' commits is not taken from it.
+#[tokio::test]
+async fn graphql_answers_with_a_single_read_connection() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.db_read_connections = 1).await;
+        let lines = fixture_lines("v1/happy-path.jsonl");
+        assert_eq!(app.post_webhook(lines[0].clone()).await.status, 200);
+        for _ in 0..3 {
+            let answer = app.graphql("{ callStats { total } }", json!({})).await;
+            assert_eq!(
+                answer.body["data"]["callStats"]["total"], 1,
+                "{backend:?}: {}",
+                answer.body
+            );
+        }
+    })
+    .await;
+}
