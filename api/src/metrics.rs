@@ -6,7 +6,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use metrics::{Counter, Histogram, Key, Label, Level, Metadata, Recorder};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
 const METADATA: Metadata<'static> = Metadata::new("calltrail", Level::INFO, None);
 
@@ -14,6 +16,22 @@ const METADATA: Metadata<'static> = Metadata::new("calltrail", Level::INFO, None
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
+
+/// Deliveries per commit: group commit's batches, from one to the limit.
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// What an ingest writer records about each commit (group commit).
+#[derive(Clone)]
+pub struct IngestMetrics {
+    /// `calltrail_ingest_batch_size`: deliveries in a committed batch.
+    pub batch_size: Histogram,
+    /// `calltrail_ingest_commit_duration_seconds`: a batch from its first
+    /// statement to its commit.
+    pub commit_duration: Histogram,
+    /// `calltrail_ingest_batches_retried_total`: batches that failed and were
+    /// committed again one delivery at a time.
+    pub batches_retried: Counter,
+}
 
 /// Why the webhook refused a delivery (the `reason` label).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,6 +84,11 @@ impl Metrics {
     pub fn new() -> Self {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&BUCKETS)
+            .expect("non-empty buckets")
+            .set_buckets_for_metric(
+                Matcher::Full("calltrail_ingest_batch_size".into()),
+                &BATCH_BUCKETS,
+            )
             .expect("non-empty buckets")
             .build_recorder();
         let handle = recorder.handle();
@@ -138,6 +161,15 @@ impl Metrics {
             kinds.push((outcome, counter.clone()));
         }
         counter
+    }
+
+    /// The handles the ingest writers record their commits with.
+    pub fn ingest(&self) -> IngestMetrics {
+        IngestMetrics {
+            batch_size: self.histogram("calltrail_ingest_batch_size", Vec::new()),
+            commit_duration: self.histogram("calltrail_ingest_commit_duration_seconds", Vec::new()),
+            batches_retried: self.counter("calltrail_ingest_batches_retried_total", Vec::new()),
+        }
     }
 
     /// A GraphQL operation (`query`, `mutation` or `subscription`) ran.

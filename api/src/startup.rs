@@ -57,12 +57,14 @@ impl Application {
             );
         }
         let bus = Bus::start(db.read.clone(), config.subscription_buffer).await?;
+        let metrics = Metrics::new();
         let (ingestor, writers) = Ingestor::start_publishing(
             db.write.clone(),
             writers,
             config.ingest_batch,
             config.ingest_queue,
             bus.publisher(),
+            metrics.ingest(),
         )
         .await?;
         let state = AppState {
@@ -71,7 +73,7 @@ impl Application {
             ingestor,
             bus,
             sockets: Sockets::default(),
-            metrics: Metrics::new(),
+            metrics,
         };
         Ok(Self {
             listener,

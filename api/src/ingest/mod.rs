@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::bus::Publisher;
 use crate::domain::Delivery;
+use crate::metrics::{IngestMetrics, Metrics};
 
 pub use reprocess::{ReprocessSummary, reprocess};
 use sqlite::SqliteStore;
@@ -59,10 +60,12 @@ impl Ingestor {
         batch: usize,
         queue: usize,
     ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
-        Self::start_publishing(db, writers, batch, queue, Publisher::none()).await
+        let metrics = Metrics::new().ingest();
+        Self::start_publishing(db, writers, batch, queue, Publisher::none(), metrics).await
     }
 
-    /// [`Self::start`], telling `publisher` after each commit that stored deliveries.
+    /// [`Self::start`], telling `publisher` after each commit that stored
+    /// deliveries, and recording each commit in `metrics`.
     ///
     /// A PostgreSQL writer is a task that holds a connection of the write
     /// pool (the pool has one per writer). SQLite's one writer is a thread
@@ -74,6 +77,7 @@ impl Ingestor {
         batch: usize,
         queue: usize,
         publisher: Publisher,
+        metrics: IngestMetrics,
     ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
         let (batch, queue) = (batch.max(1), queue.max(1));
         let mut queues = Vec::new();
@@ -89,6 +93,7 @@ impl Ingestor {
                     rx,
                     batch,
                     publisher.clone(),
+                    metrics.clone(),
                 )));
             }
         } else {
@@ -97,7 +102,7 @@ impl Ingestor {
             let runtime = tokio::runtime::Handle::current();
             queues.push(tx);
             tasks.push(tokio::task::spawn_blocking(move || {
-                runtime.block_on(run_writer(store, rx, batch, publisher));
+                runtime.block_on(run_writer(store, rx, batch, publisher, metrics));
             }));
         }
         let last_stored = Arc::new(AtomicI64::new(0));
@@ -223,10 +228,11 @@ async fn run_writer(
     mut rx: mpsc::Receiver<Job>,
     batch: usize,
     publisher: Publisher,
+    metrics: IngestMetrics,
 ) {
     let mut carry = None;
     while let Some(jobs) = next_batch(&mut rx, &mut carry, batch).await {
-        commit_and_answer(&mut store, jobs, &publisher).await;
+        commit_and_answer(&mut store, jobs, &publisher, &metrics).await;
     }
 }
 
@@ -262,18 +268,31 @@ async fn next_batch(
 
 /// Commit a batch; if it fails, commit its deliveries one at a time so one
 /// bad delivery cannot fail its neighbours. Every answer follows a commit;
-/// subscribers hear of stored (not duplicate) deliveries after it.
-async fn commit_and_answer(store: &mut Store, jobs: Vec<Job>, publisher: &Publisher) {
+/// subscribers hear of stored (not duplicate) deliveries after it. Every
+/// commit is recorded in `metrics` (size and duration), a retried batch too.
+async fn commit_and_answer(
+    store: &mut Store,
+    jobs: Vec<Job>,
+    publisher: &Publisher,
+    metrics: &IngestMetrics,
+) {
     let inputs: Vec<_> = jobs
         .iter()
         .map(|j| (&j.delivery, j.received_at, j.signature_verified))
         .collect();
+    let committed = |size: usize, started: std::time::Instant| {
+        let took = started.elapsed();
+        metrics.batch_size.record(size as f64);
+        metrics.commit_duration.record(took.as_secs_f64());
+        took
+    };
     let started = std::time::Instant::now();
     match store.commit(&inputs).await {
         Ok(receipts) => {
+            let took = committed(receipts.len(), started);
             tracing::debug!(
                 size = receipts.len(),
-                took_us = started.elapsed().as_micros() as u64,
+                took_us = took.as_micros() as u64,
                 "batch committed"
             );
             if receipts.iter().any(|r| !r.duplicate) {
@@ -285,10 +304,15 @@ async fn commit_and_answer(store: &mut Store, jobs: Vec<Job>, publisher: &Publis
         }
         Err(err) if jobs.len() > 1 => {
             tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
+            metrics.batches_retried.increment(1);
             for job in jobs {
+                let started = std::time::Instant::now();
                 let result = store
                     .commit(&[(&job.delivery, job.received_at, job.signature_verified)])
                     .await;
+                if result.is_ok() {
+                    committed(1, started);
+                }
                 if result
                     .as_ref()
                     .is_ok_and(|r| r.iter().any(|r| !r.duplicate))

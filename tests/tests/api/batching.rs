@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use calltrail_tests::{Answer, Backend, TestApp, on_each_backend};
+use calltrail_tests::{Answer, Backend, TestApp, on_each_backend, sample};
 use entity::{call, webhook_event};
 use futures_util::future::join_all;
 use sea_orm::{
@@ -136,6 +136,12 @@ async fn a_poisoned_delivery_fails_alone_and_its_batch_neighbours_are_stored() {
                 .await
                 .unwrap()
                 .is_none()
+        );
+        let metrics = app.metrics().await;
+        assert_eq!(
+            sample(&metrics, "calltrail_ingest_batches_retried_total", &[]),
+            Some(1.0),
+            "{backend:?}: one batch failed and was retried: {metrics}"
         );
     })
     .await;

@@ -99,6 +99,20 @@ async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation()
             sample(&text, "calltrail_ingest_queue_depth", &[]),
             Some(0.0)
         );
+        // Sent one at a time, the nine deliveries that reached the writer
+        // (all but the two refusals) were nine commits of one.
+        for (name, value) in [
+            ("calltrail_ingest_batch_size_count", 9.0),
+            ("calltrail_ingest_batch_size_sum", 9.0),
+            ("calltrail_ingest_commit_duration_seconds_count", 9.0),
+            ("calltrail_ingest_batches_retried_total", 0.0),
+        ] {
+            assert_eq!(sample(&text, name, &[]), Some(value), "{name}: {text}");
+        }
+        assert_eq!(
+            sample(&text, "calltrail_ingest_batch_size_bucket", &[("le", "1")]),
+            Some(9.0)
+        );
         assert!(
             sample(&text, "calltrail_db_pool_connections", &[("state", "idle")])
                 .is_some_and(|n| n >= 1.0)
