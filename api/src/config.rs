@@ -187,6 +187,7 @@ pub struct Config {
         long,
         env = "CALLTRAIL_DB_READ_CONNECTIONS",
         default_value_t = 8,
+        value_parser = clap::value_parser!(u32).range(1..),
         global = true
     )]
     pub db_read_connections: u32,

@@ -160,10 +160,8 @@ impl Db {
                 .await
                 .map_err(unreachable(url))?;
             // Reads vary with every filter: plan each for its actual arguments.
-            // One more than asked: the bus's LISTEN holds one of these for
-            // the process's life (`bus/postgres.rs`), and GraphQL gets the
-            // number of connections the setting names.
-            let read = pool(config.db_read_connections.saturating_add(1))
+            // (The bus's LISTEN has a pool of its own: `bus/postgres.rs`.)
+            let read = pool(config.db_read_connections)
                 .connect_with(options.options([("plan_cache_mode", "force_custom_plan")]))
                 .await
                 .map_err(unreachable(url))?;

@@ -25,8 +25,8 @@ const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 25
 pub struct IngestMetrics {
     /// `calltrail_ingest_batch_size`: deliveries in a committed batch.
     pub batch_size: Histogram,
-    /// `calltrail_ingest_commit_duration_seconds`: a batch from its first
-    /// statement to its commit.
+    /// `calltrail_ingest_commit_duration_seconds`: a committed batch as its
+    /// writer sees it, from taking its connection to the commit.
     pub commit_duration: Histogram,
     /// `calltrail_ingest_batches_retried_total`: batches that failed and were
     /// committed again one delivery at a time.

@@ -95,8 +95,11 @@ impl Bus {
         let head = live::head(&bus.inner.db).await?;
         bus.inner.position.store(head, Ordering::SeqCst);
         if bus.inner.db.get_database_backend() == DatabaseBackend::Postgres {
-            let pool = bus.inner.db.get_postgres_connection_pool().clone();
-            tokio::spawn(postgres::listen(pool, Arc::downgrade(&bus.inner)));
+            let read = bus.inner.db.get_postgres_connection_pool().clone();
+            tokio::spawn(postgres::listen(
+                postgres::own_pool(&read),
+                Arc::downgrade(&bus.inner),
+            ));
         }
         tokio::spawn(read(
             Arc::downgrade(&bus.inner),

@@ -8,12 +8,30 @@ use std::sync::Weak;
 use std::time::Duration;
 
 use sea_orm::sqlx::PgPool;
-use sea_orm::sqlx::postgres::PgListener;
+use sea_orm::sqlx::postgres::{PgListener, PgPoolOptions};
 
 use super::Inner;
 
 /// The channel the ingest writers NOTIFY (see `ingest/postgres.rs`).
 pub const CHANNEL: &str = "calltrail_events";
+
+/// The LISTEN connection's own pool, on the read pool's settings and closed
+/// with it: the read pool keeps every connection
+/// `CALLTRAIL_DB_READ_CONNECTIONS` names for GraphQL (a listener holds its
+/// connection for as long as it runs), and a reconnect never waits for one
+/// of them. Two at most: after some errors sqlx returns the old connection
+/// from a task of its own, while the new one connects.
+pub(super) fn own_pool(read: &PgPool) -> PgPool {
+    let own = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_lazy_with((*read.connect_options()).clone());
+    let (read, closing) = (read.clone(), own.clone());
+    tokio::spawn(async move {
+        read.close_event().await;
+        closing.close().await;
+    });
+    own
+}
 
 pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
     let mut backoff = Duration::from_millis(100);

@@ -88,7 +88,13 @@ async fn refuse_call_in_database(app: &TestApp, call_id: &str) {
 #[tokio::test]
 async fn a_poisoned_delivery_fails_alone_and_its_batch_neighbours_are_stored() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 256).await;
+        // One writer: the poisoned delivery waits behind the plug with all
+        // its neighbours, whatever writer its call would be routed to.
+        let app = TestApp::spawn_with(backend, |c| {
+            c.ingest_batch = 256;
+            c.ingest_writers = Some(1);
+        })
+        .await;
         refuse_call_in_database(&app, "c_poison").await;
         let stall = stall_writer(&app).await;
         let mut bodies: Vec<Vec<u8>> = (0..30).map(|i| initiate(&format!("c_ok-{i}"))).collect();

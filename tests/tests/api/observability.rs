@@ -325,7 +325,12 @@ async fn startup_failures_say_what_and_how_to_fix_in_one_line() {
         ("CALLTRAIL_WEBHOOK_SECRETS", "pk_live:"),
     ]);
     let bad_log_filter = run_server(&[("DATABASE_URL", &sqlite), ("RUST_LOG", "calltrail=loud")]);
+    let no_read_connections = run_server(&[
+        ("DATABASE_URL", &sqlite),
+        ("CALLTRAIL_DB_READ_CONNECTIONS", "0"),
+    ]);
     for (output, code, words) in [
+        (&no_read_connections, 2, "--db-read-connections"),
         (
             &bad_log_filter,
             2,
