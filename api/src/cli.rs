@@ -147,6 +147,12 @@ pub async fn reprocess(config: &Config, call: Option<&str>) -> anyhow::Result<()
     let summary = rebuild(&db.write, call)
         .await
         .context("rebuilding from the raw log")?;
+    if let Some(id) = call
+        && summary.events == 0
+    {
+        // A mistyped id: say so rather than report an empty rebuild.
+        anyhow::bail!("no delivery of call `{id}` is stored: nothing to rebuild");
+    }
     println!(
         "rebuilt {} calls from {} deliveries ({} now count as duplicates)",
         summary.calls, summary.events, summary.now_duplicates

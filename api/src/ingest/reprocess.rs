@@ -1,11 +1,12 @@
 //! `calltrail reprocess`: rebuild calls, attempts, analyses and actions from
 //! the raw log with today's rules, so a fix to `apply` reaches history. The
 //! raw log is replayed call by call in commit order through the same
-//! [`Projection`] ingestion uses; acknowledgements of actions survive.
+//! [`Projection`] ingestion uses. Actions keep their rows (their ids, which
+//! workers hold, and their acknowledgements): an action today's rules still
+//! derive is rewritten in place, one they no longer derive is deleted.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use entity::{action, analysis, attempt, call, webhook_event};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -14,7 +15,7 @@ use sea_orm::{
 };
 
 use super::store::write_projection;
-use crate::domain::{ACTION_PENDING, Changes, Decision, Projection, parse};
+use crate::domain::{Changes, Decision, Projection, parse};
 
 /// Calls rebuilt per transaction step (and per query of the raw log).
 const CHUNK: usize = 500;
@@ -27,8 +28,6 @@ pub struct ReprocessSummary {
     pub now_duplicates: usize,
 }
 
-type Ack = (String, Option<String>, Option<DateTime<Utc>>);
-
 /// Rebuild one call (`Some(id)`) or everything, in one transaction: readers
 /// see the old projection or the new one, never half of each.
 pub async fn reprocess(
@@ -36,7 +35,7 @@ pub async fn reprocess(
     only: Option<&str>,
 ) -> Result<ReprocessSummary, DbErr> {
     let txn = db.begin().await?;
-    let acks = acknowledgements(&txn, only).await?;
+    let before = action_events(&txn, only).await?;
     clear(&txn, only).await?;
 
     let mut call_ids: Vec<Option<String>> = match only {
@@ -53,15 +52,15 @@ pub async fn reprocess(
     };
     call_ids.sort();
     let mut summary = ReprocessSummary::default();
+    let mut rebuilt = HashSet::new();
     for chunk in call_ids.chunks(CHUNK) {
-        rebuild(&txn, chunk, &mut summary).await?;
+        rebuild(&txn, chunk, &mut summary, &mut rebuilt).await?;
     }
-    for (event_id, (status, note, handled_at)) in acks {
-        action::Entity::update_many()
-            .col_expr(action::Column::Status, Expr::value(status))
-            .col_expr(action::Column::Note, Expr::value(note))
-            .col_expr(action::Column::HandledAt, Expr::value(handled_at))
-            .filter(action::Column::EventId.eq(event_id))
+    // Actions today's rules no longer derive from their delivery.
+    let gone: Vec<i64> = before.difference(&rebuilt).copied().collect();
+    for chunk in gone.chunks(CHUNK) {
+        action::Entity::delete_many()
+            .filter(action::Column::EventId.is_in(chunk.iter().copied()))
             .exec(&txn)
             .await?;
     }
@@ -69,30 +68,23 @@ pub async fn reprocess(
     Ok(summary)
 }
 
-/// Actions a worker has acknowledged, by the delivery they came from.
-async fn acknowledgements(
+/// The deliveries the actions in scope came from.
+async fn action_events(
     txn: &DatabaseTransaction,
     only: Option<&str>,
-) -> Result<HashMap<i64, Ack>, DbErr> {
-    let mut query = action::Entity::find().filter(action::Column::Status.ne(ACTION_PENDING));
+) -> Result<HashSet<i64>, DbErr> {
+    let mut query = action::Entity::find()
+        .select_only()
+        .column(action::Column::EventId);
     if let Some(id) = only {
         query = query.filter(action::Column::CallId.eq(id));
     }
-    Ok(query
-        .all(txn)
-        .await?
-        .into_iter()
-        .map(|a| (a.event_id, (a.status, a.note, a.handled_at)))
-        .collect())
+    Ok(query.into_tuple().all(txn).await?.into_iter().collect())
 }
 
 async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbErr> {
     match only {
         Some(id) => {
-            action::Entity::delete_many()
-                .filter(action::Column::CallId.eq(id))
-                .exec(txn)
-                .await?;
             analysis::Entity::delete_many()
                 .filter(analysis::Column::CallId.eq(id))
                 .exec(txn)
@@ -107,7 +99,6 @@ async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbEr
                 .await?;
         }
         None => {
-            action::Entity::delete_many().exec(txn).await?;
             analysis::Entity::delete_many().exec(txn).await?;
             attempt::Entity::delete_many().exec(txn).await?;
             call::Entity::delete_many().exec(txn).await?;
@@ -121,6 +112,7 @@ async fn rebuild(
     txn: &DatabaseTransaction,
     chunk: &[Option<String>],
     summary: &mut ReprocessSummary,
+    rebuilt: &mut HashSet<i64>,
 ) -> Result<(), DbErr> {
     let named: Vec<&str> = chunk.iter().filter_map(|c| c.as_deref()).collect();
     let mut condition =
@@ -176,5 +168,6 @@ async fn rebuild(
                 .await?;
         }
     }
+    rebuilt.extend(actions.iter().map(|(i, _)| ids[*i]));
     write_projection(txn, calls, attempts, analyses, actions, &ids).await
 }

@@ -255,6 +255,17 @@ pub(super) static ATTEMPT_UPSERT: LazyLock<String> = LazyLock::new(|| {
 pub(super) static ANALYSIS_UPSERT: LazyLock<String> =
     LazyLock::new(|| rows::upsert(&["call_id", "attempt_number"], &ANALYSIS_COLUMNS[2..]));
 
+/// An action rebuilt by `calltrail reprocess` keeps its row, found by the
+/// delivery it came from: its id (workers hold it) and what a worker set
+/// (status, note, when handled), and `created_at`; what the delivery says is
+/// rewritten.
+static ACTION_REBUILT: LazyLock<String> = LazyLock::new(|| {
+    rows::upsert(
+        &["event_id"],
+        &["call_id", "attempt_number", "kind", "reason", "payload"],
+    )
+});
+
 /// Write calls, attempts, analyses and actions; `ids` maps the event
 /// indexes of analyses and actions to raw-log ids. For `calltrail
 /// reprocess`, on both databases (ingestion writes through `postgres.rs` and
@@ -286,7 +297,7 @@ pub(super) async fn write_projection(
     for (i, a) in actions {
         rows.push(action_values(ids[i], a));
     }
-    insert(txn, rows, "").await
+    insert(txn, rows, &ACTION_REBUILT).await
 }
 
 /// Insert `rows` (none: nothing to run), `tail` saying what a conflict does.

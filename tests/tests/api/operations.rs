@@ -3,9 +3,9 @@
 use std::process::Output;
 
 use calltrail_tests::{TestApp, fixture, fixture_lines, fresh_database, on_each_backend};
-use entity::{action, analysis, attempt, call};
+use entity::{action, analysis, attempt, call, webhook_event};
 use futures_util::future::join_all;
-use sea_orm::{DatabaseConnection, EntityTrait, QueryOrder};
+use sea_orm::{ConnectionTrait, DatabaseConnection, EntityTrait, QueryOrder};
 use serde_json::{Value, json};
 
 fn calltrail(database_url: &str, args: &[&str]) -> Output {
@@ -165,14 +165,45 @@ async fn reprocess_rebuilds_exactly_what_live_ingestion_built_and_keeps_acknowle
             .await;
         assert_eq!(ack.body["data"]["acknowledgeAction"]["status"], "HANDLED", "{}", ack.body);
         let live = snapshot(&app.db, true).await;
+        // Workers hold action ids (acknowledgeAction takes one): they survive.
+        let action_ids = |db: DatabaseConnection| async move {
+            let mut ids: Vec<(i64, i64)> = action::Entity::find().all(&db).await.unwrap().into_iter().map(|a| (a.id, a.event_id)).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let ids = action_ids(app.db.clone()).await;
+        // An action that older rules derived from a delivery today's rules
+        // derive none from (the call's first delivery): reprocess deletes it.
+        let first_event: webhook_event::Model = webhook_event::Entity::find().order_by_asc(webhook_event::Column::Id).one(&app.db).await.unwrap().unwrap();
+        assert!(ids.iter().all(|(_, event)| *event != first_event.id));
+        app.db
+            .execute_unprepared(&format!(
+                "INSERT INTO action (event_id, call_id, attempt_number, kind, status, created_at) \
+                 VALUES ({}, '{}', 1, 'send_whatsapp', 'PENDING', '2026-11-27T00:00:00+00:00')",
+                first_event.id,
+                first_event.call_id.clone().unwrap()
+            ))
+            .await
+            .unwrap();
 
         let output = calltrail(&app.database_url, &["reprocess"]);
         assert!(String::from_utf8_lossy(&output.stdout).contains("rebuilt 40 calls"), "seed {seed}");
         assert_eq!(snapshot(&app.db, true).await, live, "{backend:?}, seed {seed}");
+        assert_eq!(action_ids(app.db.clone()).await, ids, "{backend:?}, seed {seed}");
 
         let one = first.call_id.clone().unwrap();
         calltrail(&app.database_url, &["reprocess", "--call", &one]);
         assert_eq!(snapshot(&app.db, true).await, live, "{backend:?}, seed {seed}, --call {one}");
+        assert_eq!(action_ids(app.db.clone()).await, ids, "{backend:?}, seed {seed}, --call {one}");
+        let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+            .args(["reprocess", "--call", "c_nope"])
+            .env_clear()
+            .env("DATABASE_URL", &app.database_url)
+            .output()
+            .unwrap();
+        assert_eq!(unknown.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&unknown.stderr).contains("no delivery of call `c_nope` is stored"));
+        assert_eq!(snapshot(&app.db, true).await, live, "{backend:?}: an unknown call changes nothing");
         let kept = action::Entity::find().all(&app.db).await.unwrap().into_iter().find(|a| a.event_id == first.event_id).unwrap();
         assert_eq!((kept.status.as_str(), kept.note.as_deref()), ("HANDLED", Some("order 1042 created")));
     })
