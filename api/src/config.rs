@@ -120,7 +120,7 @@ pub struct Config {
     )]
     pub max_body_bytes: usize,
 
-    /// Origins allowed to call `/graphql` from a browser, comma-separated.
+    /// Origins allowed to call `/graphql` and open `/graphql/ws` from a browser, comma-separated.
     #[arg(
         long,
         env = "CALLTRAIL_CORS_ORIGINS",
