@@ -27,7 +27,7 @@ async fn main() {
         Command::Migrate { action } => cli::migrate(&config, action).await,
         Command::Import { files } => cli::import(&config, &files).await.map(|_| ()),
         Command::Reprocess { call } => cli::reprocess(&config, call.as_deref()).await,
-        Command::Simulate(args) => simulate::run(args).await,
+        Command::Simulate(args) => simulate::run(args, config.listen).await,
         Command::Schema => {
             print!("{}", graphql::sdl());
             Ok(())

@@ -2,6 +2,7 @@
 //! server — each call's deliveries in order, many calls in parallel. The demo
 //! data for a first look, and the load tool of docs/PERFORMANCE.md.
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -19,13 +20,11 @@ use crate::webhook::{V2_HEADER, sign, sign_v2};
 
 #[derive(Clone, Debug, Args)]
 pub struct SimulateArgs {
-    /// Base URL of the calltrail server.
-    #[arg(
-        long,
-        env = "CALLTRAIL_SIMULATE_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub url: String,
+    /// Base URL of the calltrail server. Default: the address the server
+    /// listens on (`--listen`, `CALLTRAIL_LISTEN`: http://127.0.0.1:8080 unless
+    /// set), so one shell's settings serve both.
+    #[arg(long, env = "CALLTRAIL_SIMULATE_URL")]
+    pub url: Option<String>,
     /// Call lifecycles to send.
     #[arg(long, env = "CALLTRAIL_SIMULATE_CALLS", default_value_t = 50)]
     pub calls: usize,
@@ -96,11 +95,27 @@ impl Summary {
     }
 }
 
-pub async fn run(args: SimulateArgs) -> anyhow::Result<()> {
+/// The URL of a server listening on `listen` (an unspecified address, such
+/// as 0.0.0.0, is reached on the loopback).
+pub fn local_url(listen: SocketAddr) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    format!("http://{addr}")
+}
+
+/// Send, then print the summary; fails when any delivery was not accepted.
+/// Without `args.url`, sends to [`local_url`]`(listen)`.
+pub async fn run(mut args: SimulateArgs, listen: SocketAddr) -> anyhow::Result<()> {
+    let url = args.url.get_or_insert_with(|| local_url(listen)).clone();
     let seed = args.seed.unwrap_or_else(rand::random);
     eprintln!(
-        "simulate: {} calls ({:?}), concurrency {}, seed {seed}, to {}",
-        args.calls, args.format, args.concurrency, args.url
+        "simulate: {} calls ({:?}), concurrency {}, seed {seed}, to {url}",
+        args.calls, args.format, args.concurrency
     );
     let summary = send(&args, seed).await?;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -135,7 +150,8 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let endpoint = format!("{}/webhooks/call-events", args.url.trim_end_matches('/'));
+    let url = args.url.as_deref().unwrap_or("http://127.0.0.1:8080");
+    let endpoint = format!("{}/webhooks/call-events", url.trim_end_matches('/'));
     let next = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Summary::default()));
     let progress = indicatif::ProgressBar::new(args.calls as u64).with_style(
@@ -570,6 +586,15 @@ impl Merge for Value {
 mod tests {
     use super::*;
     use crate::domain::{EventKind, Projection, parse};
+
+    #[test]
+    fn without_a_url_the_server_is_reached_where_it_listens() {
+        let url = |listen: &str| local_url(listen.parse().unwrap());
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("0.0.0.0:9000"), "http://127.0.0.1:9000");
+        assert_eq!(url("[::]:9000"), "http://[::1]:9000");
+        assert_eq!(url("10.0.0.7:80"), "http://10.0.0.7:80");
+    }
 
     #[test]
     fn generated_lifecycles_parse_and_end_their_lifecycle() {

@@ -164,12 +164,43 @@ async fn every_answer_carries_a_request_id_and_a_given_one_is_echoed() {
     .await;
 }
 
+/// `calltrail simulate` without `--url` sends to the address the server
+/// settings name, so one shell's `CALLTRAIL_LISTEN` serves both.
+#[tokio::test]
+async fn simulate_without_a_url_sends_to_the_listen_address() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let listen = app.address.trim_start_matches("http://").to_owned();
+        let app_ref = &app;
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+                .args(["simulate", "--calls", "3", "--seed", "5"])
+                .env_clear()
+                .env("CALLTRAIL_LISTEN", &listen)
+                .output()
+                .expect("runs")
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(0), "{stderr}");
+        assert!(stderr.contains(&app_ref.address), "{stderr}");
+        let answer = app_ref.graphql("{ callStats { total } }", json!({})).await;
+        assert_eq!(
+            answer.body["data"]["callStats"]["total"], 3,
+            "{}",
+            answer.body
+        );
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn simulate_sends_lifecycles_that_graphql_then_reports() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
         let args = SimulateArgs {
-            url: app.address.clone(),
+            url: Some(app.address.clone()),
             calls: 30,
             concurrency: 4,
             secret: None,
@@ -207,7 +238,7 @@ async fn simulate_signs_what_it_sends() {
         })
         .await;
         let signed = SimulateArgs {
-            url: app.address.clone(),
+            url: Some(app.address.clone()),
             calls: 5,
             concurrency: 2,
             secret: Some(secrets.parse().unwrap()),
