@@ -150,7 +150,8 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
-    let url = args.url.as_deref().unwrap_or("http://127.0.0.1:8080");
+    // `run` fills in the default; callers of `send` name the server.
+    let url = args.url.as_deref().context("no URL to send to")?;
     let endpoint = format!("{}/webhooks/call-events", url.trim_end_matches('/'));
     let next = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Summary::default()));

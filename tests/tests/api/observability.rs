@@ -171,7 +171,6 @@ async fn simulate_without_a_url_sends_to_the_listen_address() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
         let listen = app.address.trim_start_matches("http://").to_owned();
-        let app_ref = &app;
         let output = tokio::task::spawn_blocking(move || {
             std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
                 .args(["simulate", "--calls", "3", "--seed", "5"])
@@ -184,8 +183,8 @@ async fn simulate_without_a_url_sends_to_the_listen_address() {
         .unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(0), "{stderr}");
-        assert!(stderr.contains(&app_ref.address), "{stderr}");
-        let answer = app_ref.graphql("{ callStats { total } }", json!({})).await;
+        assert!(stderr.contains(&app.address), "{stderr}");
+        let answer = app.graphql("{ callStats { total } }", json!({})).await;
         assert_eq!(
             answer.body["data"]["callStats"]["total"], 3,
             "{}",
