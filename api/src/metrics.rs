@@ -31,6 +31,10 @@ pub struct IngestMetrics {
     /// `calltrail_ingest_batches_retried_total`: batches that failed and were
     /// committed again one delivery at a time.
     pub batches_retried: Counter,
+    /// `calltrail_ingest_conflicts_total`: PostgreSQL batches written again
+    /// from their load because one of their calls changed after it was
+    /// loaded (another replica, or `calltrail reprocess`).
+    pub conflicts: Counter,
 }
 
 /// Why the webhook refused a delivery (the `reason` label).
@@ -169,6 +173,7 @@ impl Metrics {
             batch_size: self.histogram("calltrail_ingest_batch_size", Vec::new()),
             commit_duration: self.histogram("calltrail_ingest_commit_duration_seconds", Vec::new()),
             batches_retried: self.counter("calltrail_ingest_batches_retried_total", Vec::new()),
+            conflicts: self.counter("calltrail_ingest_conflicts_total", Vec::new()),
         }
     }
 

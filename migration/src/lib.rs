@@ -14,6 +14,7 @@ mod m20261127_000007_v2_webhooks;
 mod m20261127_000008_lean_event_indexes;
 mod m20261127_000009_fewer_event_indexes;
 mod m20261127_000010_fewer_write_indexes;
+mod m20261127_000011_call_version;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000008_lean_event_indexes::Migration),
             Box::new(m20261127_000009_fewer_event_indexes::Migration),
             Box::new(m20261127_000010_fewer_write_indexes::Migration),
+            Box::new(m20261127_000011_call_version::Migration),
         ]
     }
 }

@@ -1,38 +1,57 @@
-//! The PostgreSQL side of a batch: every statement but the first has fixed
-//! text (rows travel as arrays through `unnest`), so each is prepared once
-//! per connection, and a batch costs four round trips whatever its size:
-//! begin and lock, load (calls and stored copies), write, commit. Each
-//! writer holds its connection from batch to batch ([`Writer`]).
+//! The PostgreSQL side of a batch: two statements with fixed text (rows
+//! travel as arrays through `unnest`), each prepared once per connection,
+//! so a batch costs two round trips whatever its size: load (calls, with
+//! their versions, and stored copies), then write, one statement that
+//! commits on its own. The write replaces a call only if its `version` is
+//! still the one loaded; otherwise the statement fails whole (SQLSTATE
+//! 40001, raised by `calltrail_call_changed`) and [`Writer`] runs the
+//! batch again from its load, serialized this time ([`SERIALIZE`]). Each writer holds its connection from batch
+//! to batch.
 
+use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use metrics::Counter;
 use sea_orm::DbErr;
 use sea_orm::sqlx::pool::PoolConnection;
-use sea_orm::sqlx::{
-    self, AssertSqlSafe, Connection, PgConnection, PgPool, Postgres, Row, Transaction,
-};
+use sea_orm::sqlx::{self, Connection, PgConnection, PgPool, Postgres, Row};
 use serde_json::Value;
 
 use super::store::{self, Input, Receipt};
 use crate::domain::{AttemptState, CallState, CallStatus, Changes, StoredEvent};
 
+/// Times a batch is run again from its load when the database says it lost
+/// a race (a call changed after the load, a deadlock, a delivery stored by
+/// another replica in between) before it counts as failed. It runs again
+/// serialized ([`SERIALIZE`]), so it does not lose to the same writers
+/// again (only to `calltrail reprocess`, which does not take the clock).
+const RACE_RETRIES: usize = 8;
+
+/// A batch run again after losing a race holds the `event_clock` row from
+/// before its load to its commit (`BEGIN`, this, load, write, `COMMIT`):
+/// every write takes that row before any other lock, so no other writer or
+/// replica can change a call between this batch's load and its write.
+pub(super) const SERIALIZE: &str = "SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE";
+
 /// An ingest writer's connection, held from batch to batch (borrowing one
 /// from the pool for each batch cost ~130 µs of a ~2 ms batch). Pinged
 /// before a batch when it has been idle, like the pool's connections
-/// (`db.rs`); closed when a batch fails, whatever failed: a statement the
-/// database refused can leave the session inside an aborted transaction
-/// that sqlx does not know to roll back (the lock statement sent with
-/// `BEGIN`, when it is cancelled or times out), so the next batch starts
-/// on a fresh connection.
+/// (`db.rs`); closed when a batch fails, whatever failed, so the next
+/// batch starts on a fresh connection.
 pub(super) struct Writer {
     pool: PgPool,
     held: Option<(PoolConnection<Postgres>, Instant)>,
+    conflicts: Counter,
 }
 
 impl Writer {
-    pub(super) fn new(pool: PgPool) -> Self {
-        Self { pool, held: None }
+    pub(super) fn new(pool: PgPool, conflicts: Counter) -> Self {
+        Self {
+            pool,
+            held: None,
+            conflicts,
+        }
     }
 
     pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
@@ -50,7 +69,17 @@ impl Writer {
             Some((conn, _)) => conn,
             None => self.pool.acquire().await.map_err(db_err)?,
         };
-        let result = store::commit_postgres(&mut conn, batch).await;
+        let mut races = 0;
+        let result = loop {
+            match store::commit_postgres(&mut conn, batch, races > 0).await {
+                Err(err) if lost_race(&err) && races < RACE_RETRIES => {
+                    races += 1;
+                    self.conflicts.increment(1);
+                    tracing::debug!(error = %err, races, "batch lost a race; running it again from its load");
+                }
+                result => break result,
+            }
+        };
         match &result {
             Ok(_) => self.held = Some((conn, Instant::now())),
             Err(_) => conn.close_on_drop(),
@@ -59,50 +88,19 @@ impl Writer {
     }
 }
 
+/// Whether the write failed because something else wrote first: a call's
+/// version moved (`serialization_failure`, from `calltrail_call_changed`),
+/// a deadlock with another replica's write, or a delivery or call that
+/// another replica stored after the load (`unique_violation`). Loading
+/// again sees what won.
+fn lost_race(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|e| e.code())
+        .is_some_and(|code| matches!(&*code, "40001" | "40P01" | "23505"))
+}
+
 pub(super) fn db_err(err: sqlx::Error) -> DbErr {
     DbErr::Custom(err.to_string())
-}
-
-/// Begin, and serialize each of these calls across replicas for this
-/// transaction: advisory locks on the ids' [`lock_keys`], taken in
-/// ascending order so two batches cannot deadlock. One round trip: `BEGIN`
-/// and the lock go as one simple query, the keys written into it as integer
-/// literals (the lock must be a statement before the loads: in READ
-/// COMMITTED a statement reads with the snapshot it started with, so a load
-/// in the statement that waited for the lock would not see what the holder
-/// committed).
-pub(super) async fn begin<'c>(
-    conn: &'c mut PgConnection,
-    call_ids: &[String],
-) -> Result<Transaction<'c, Postgres>, sqlx::Error> {
-    if call_ids.is_empty() {
-        return conn.begin().await;
-    }
-    let keys: Vec<String> = lock_keys(call_ids).iter().map(i64::to_string).collect();
-    conn.begin_with(AssertSqlSafe(format!(
-        "BEGIN; SELECT pg_advisory_xact_lock(k) FROM unnest(ARRAY[{}]::int8[]) AS t(k)",
-        keys.join(",")
-    )))
-    .await
-}
-
-/// A call's advisory lock key: FNV-1a (64 bits) of its id, the same in
-/// every replica (since 2026-11-27; before, PostgreSQL's
-/// `hashtextextended(id, 0)`: replicas must all run a version on the same
-/// side of that change); sorted, without repeats.
-fn lock_keys(call_ids: &[String]) -> Vec<i64> {
-    let mut keys: Vec<i64> = call_ids
-        .iter()
-        .map(|id| {
-            let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            });
-            hash as i64
-        })
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
 }
 
 /// The batch's calls with their current attempts (rows with `e_id` NULL),
@@ -114,7 +112,7 @@ fn lock_keys(call_ids: &[String]) -> Vec<i64> {
 const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
     c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, c.lifecycle_ended, \
     c.success, c.credits_used, c.created_at, c.updated_at, c.last_event_at, \
-    c.to_number, c.agent_id, c.ended_reason, c.cost_amount, c.cost_per_minute, c.cost_currency, \
+    c.to_number, c.agent_id, c.ended_reason, c.cost_amount, c.cost_per_minute, c.cost_currency, c.version, \
     a.number, a.status, a.connected, a.started_at AS a_started_at, a.ended_at AS a_ended_at, \
     a.duration_seconds AS a_duration_seconds, a.recording_url AS a_recording_url, a.detail_url AS a_detail_url, \
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
@@ -129,16 +127,24 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
     NULL::text AS e_dedupe_key FROM c \
     UNION ALL SELECT c.*, s.id, s.call_id, s.attempt_number, s.dedupe_key FROM s LEFT JOIN c ON false";
 
-/// A batch's writes in one statement. The raw events first, numbered in
-/// commit order: the `event_clock` row lock taken here is held until
-/// COMMIT, so batches get their `seq` block in the order they become
-/// visible (docs/ARCHITECTURE.md, "Commit order"); analyses and actions
-/// find their event's id by its position in the block (`event_n`, 1-based).
-/// Then calls, attempts, analyses and actions: foreign keys are checked at
-/// the end of the statement, when the calls and events are there. NOTIFY is
-/// transactional: replicas hear of the batch when it commits. Returns the
-/// new events' ids, in order, with the numbers of analyses and actions
-/// written (checked: a row whose event was not found would vanish).
+/// A batch's writes in one statement, sent outside any transaction block:
+/// it commits on its own (PostgreSQL answers only after the commit, so a
+/// delivery is answered after it is durable). The raw events first,
+/// numbered in commit order: the `event_clock` row lock taken here is held
+/// until the commit, so batches get their `seq` block in the order they
+/// become visible (docs/ARCHITECTURE.md, "Commit order"); analyses and
+/// actions find their event's id by its position in the block (`event_n`,
+/// 1-based). Then calls, attempts, analyses and actions: foreign keys are
+/// checked at the end of the statement, when the calls and events are
+/// there. Every row lock the statement takes comes after the `event_clock`
+/// row's (calls and attempts read `clock` too), and calls are locked in id
+/// order, so two writes never deadlock. A call is replaced only if its `version` is still the one loaded
+/// (`$67` is that plus one; a call not there when loaded: 1), and
+/// `calltrail_call_changed` fails the statement unless every call was
+/// written. NOTIFY is transactional: replicas hear of the batch when it
+/// commits. Returns the new events' ids, in order, with the numbers of
+/// analyses and actions written (checked: a row whose event was not found
+/// would vanish).
 const WRITE: &str = "WITH clock AS (
     UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1
     RETURNING last - cardinality($6::text[]) AS base
@@ -155,18 +161,19 @@ const WRITE: &str = "WITH clock AS (
     INSERT INTO call (id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url,
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
         created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
-        cost_currency)
+        cost_currency, version)
     SELECT id, status, metadata::jsonb, started_at, ended_at, duration_seconds, recording_url, detail_url,
         attempt_count, re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used,
         created_at, updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute,
-        cost_currency
-    FROM unnest($12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::float8[], $18::text[],
+        cost_currency, version
+    FROM clock, unnest($12::text[], $13::text[], $14::text[], $15::timestamptz[], $16::timestamptz[], $17::float8[], $18::text[],
         $19::text[], $20::int[], $21::int[], $22::int[], $23::text[], $24::bool[], $25::bool[], $26::float8[],
         $27::timestamptz[], $28::timestamptz[], $29::timestamptz[], $61::text[], $62::text[], $63::text[],
-        $64::float8[], $65::float8[], $66::text[])
+        $64::float8[], $65::float8[], $66::text[], $67::int8[])
         AS t(id, status, metadata, started_at, ended_at, duration_seconds, recording_url, detail_url, attempt_count,
         re_attempt_count, rescheduled_count, final_status, lifecycle_ended, success, credits_used, created_at,
-        updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute, cost_currency)
+        updated_at, last_event_at, to_number, agent_id, ended_reason, cost_amount, cost_per_minute, cost_currency,
+        version)
     ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, metadata = EXCLUDED.metadata,
         started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
         recording_url = EXCLUDED.recording_url, detail_url = EXCLUDED.detail_url,
@@ -176,12 +183,14 @@ const WRITE: &str = "WITH clock AS (
         updated_at = EXCLUDED.updated_at, last_event_at = EXCLUDED.last_event_at,
         to_number = EXCLUDED.to_number, agent_id = EXCLUDED.agent_id, ended_reason = EXCLUDED.ended_reason,
         cost_amount = EXCLUDED.cost_amount, cost_per_minute = EXCLUDED.cost_per_minute,
-        cost_currency = EXCLUDED.cost_currency
+        cost_currency = EXCLUDED.cost_currency, version = EXCLUDED.version
+        WHERE call.version = EXCLUDED.version - 1
+    RETURNING 1
 ), attempts AS (
     INSERT INTO attempt (call_id, number, status, connected, started_at, ended_at, duration_seconds, recording_url,
         detail_url, credits_used, created_at, updated_at)
-    SELECT * FROM unnest($30::text[], $31::int[], $32::text[], $33::bool[], $34::timestamptz[], $35::timestamptz[],
-        $36::float8[], $37::text[], $38::text[], $39::float8[], $40::timestamptz[], $41::timestamptz[])
+    SELECT t.* FROM clock, unnest($30::text[], $31::int[], $32::text[], $33::bool[], $34::timestamptz[], $35::timestamptz[],
+        $36::float8[], $37::text[], $38::text[], $39::float8[], $40::timestamptz[], $41::timestamptz[]) AS t
     ON CONFLICT (call_id, number) DO UPDATE SET status = EXCLUDED.status, connected = EXCLUDED.connected,
         started_at = EXCLUDED.started_at, ended_at = EXCLUDED.ended_at, duration_seconds = EXCLUDED.duration_seconds,
         recording_url = EXCLUDED.recording_url, detail_url = EXCLUDED.detail_url,
@@ -211,6 +220,7 @@ const WRITE: &str = "WITH clock AS (
 )
 SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
     (SELECT count(*) FROM actions) AS actions FROM ins,
+    (SELECT calltrail_call_changed((SELECT count(*) FROM calls) = cardinality($12::text[]))) AS guarded,
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
 ORDER BY ins.seq";
 
@@ -241,40 +251,59 @@ impl Lookups {
     }
 }
 
-/// The batch's calls (with their current attempts) and the stored copies
-/// of its deliveries.
+/// The batch's calls (with their current attempts), their versions, and
+/// the stored copies of its deliveries.
 pub(super) async fn load(
-    txn: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     call_ids: &[String],
     lookups: &Lookups,
-) -> Result<(Vec<CallState>, Vec<StoredEvent>), sqlx::Error> {
+) -> Result<Loaded, sqlx::Error> {
     let rows = sqlx::query(LOAD)
         .bind(call_ids)
         .bind(&lookups.calls)
         .bind(&lookups.keys)
         .bind(&lookups.callless)
         .bind(&lookups.upstream)
-        .fetch_all(&mut **txn)
+        .fetch_all(&mut *conn)
         .await?;
-    let (mut calls, mut stored) = (Vec::new(), Vec::new());
+    let mut loaded = Loaded::default();
     for r in &rows {
         match r.try_get::<Option<i64>, _>("e_id")? {
-            Some(id) => stored.push(StoredEvent {
+            Some(id) => loaded.stored.push(StoredEvent {
                 id,
                 call_id: r.try_get("e_call_id")?,
                 attempt_number: r.try_get("e_attempt_number")?,
                 dedupe_key: r.try_get("e_dedupe_key")?,
             }),
-            None => calls.push(call_state(r)?),
+            None => {
+                let call = call_state(r)?;
+                loaded
+                    .versions
+                    .insert(call.id.clone(), r.try_get("version")?);
+                loaded.calls.push(call);
+            }
         }
     }
-    Ok((calls, stored))
+    Ok(loaded)
 }
 
-/// Write a batch's changes; returns the ids of its new raw-log rows, in order.
+/// What [`load`] found.
+#[derive(Default)]
+pub(super) struct Loaded {
+    pub(super) calls: Vec<CallState>,
+    pub(super) stored: Vec<StoredEvent>,
+    /// Each loaded call's `version` (a call not there has none: 0).
+    pub(super) versions: HashMap<String, i64>,
+}
+
+/// Write a batch's changes in one statement, which commits them; returns
+/// the ids of its new raw-log rows, in order. Fails with SQLSTATE 40001,
+/// writing nothing, if a call's version is no longer the one in
+/// `versions` (or a call not there when loaded is there now).
 pub(super) async fn write(
-    txn: &mut Transaction<'_, Postgres>,
+    conn: &mut PgConnection,
     changes: Changes,
+    versions: &HashMap<String, i64>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let Changes {
         events,
@@ -290,7 +319,10 @@ pub(super) async fn write(
     let json = |v: &Option<Value>| v.as_ref().map(Value::to_string);
     // 1-based positions of events in the batch's block of `seq`s.
     let event_n = |i: &usize| *i as i64 + 1;
-    let c = &calls;
+    // Calls in id order: replicas writing the same calls lock their rows in
+    // the same order.
+    let mut c: Vec<&CallState> = calls.iter().collect();
+    c.sort_unstable_by(|x, y| x.id.cmp(&y.id));
     let a = &attempts;
     let (analyses_len, actions_len) = (analyses.len(), actions.len());
     let rows = sqlx::query(WRITE)
@@ -501,7 +533,12 @@ pub(super) async fn write(
                 .map(|c| c.cost.as_ref().map(|x| x.currency.as_str()))
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(&mut **txn)
+        .bind(
+            c.iter()
+                .map(|c| versions.get(&c.id).copied().unwrap_or(0) + 1)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *conn)
         .await?;
     let mut ids = Vec::with_capacity(events.len());
     for (row, key) in rows.iter().zip(&keys) {
@@ -579,24 +616,4 @@ fn call_state(r: &sqlx::postgres::PgRow) -> Result<CallState, sqlx::Error> {
             updated_at: r.try_get("a_updated_at")?,
         },
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lock_keys;
-
-    #[test]
-    fn lock_keys_are_fnv_1a_of_the_ids_sorted_without_repeats() {
-        // Replicas of every version must lock a call under the same key:
-        // FNV-1a 64's published values for "" and "a".
-        let keys = lock_keys(&["a".into(), String::new(), "a".into()]);
-        assert_eq!(
-            keys,
-            vec![
-                0xaf63_dc4c_8601_ec8c_u64 as i64,
-                0xcbf2_9ce4_8422_2325_u64 as i64
-            ]
-        );
-        assert!(keys.windows(2).all(|w| w[0] < w[1]));
-    }
 }

@@ -10,8 +10,8 @@ use std::collections::HashSet;
 use entity::{action, analysis, attempt, call, webhook_event};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
 };
 
 use super::store::write_projection;
@@ -36,6 +36,7 @@ pub async fn reprocess(
 ) -> Result<ReprocessSummary, DbErr> {
     let txn = db.begin().await?;
     let before = action_events(&txn, only).await?;
+    let version = next_version(&txn, only).await?;
     clear(&txn, only).await?;
 
     let mut call_ids: Vec<Option<String>> = match only {
@@ -56,6 +57,7 @@ pub async fn reprocess(
     for chunk in call_ids.chunks(CHUNK) {
         rebuild(&txn, chunk, &mut summary, &mut rebuilt).await?;
     }
+    set_version(&txn, only, version).await?;
     // Actions today's rules no longer derive from their delivery.
     let gone: Vec<i64> = before.difference(&rebuilt).copied().collect();
     for chunk in gone.chunks(CHUNK) {
@@ -80,6 +82,41 @@ async fn action_events(
         query = query.filter(action::Column::CallId.eq(id));
     }
     Ok(query.into_tuple().all(txn).await?.into_iter().collect())
+}
+
+/// A version above any the calls in scope have: rebuilt calls get it, so
+/// that a PostgreSQL writer that loaded one of them before the rebuild
+/// cannot write over it (`postgres.rs`: it loads again).
+async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbErr> {
+    let mut query = call::Entity::find()
+        .select_only()
+        .column_as(Expr::cust("MAX(\"version\")"), "version");
+    if let Some(id) = only {
+        query = query.filter(call::Column::Id.eq(id));
+    }
+    let max: Option<Option<i64>> = query.into_tuple().one(txn).await?;
+    Ok(max.flatten().unwrap_or(0) + 1)
+}
+
+async fn set_version(
+    txn: &DatabaseTransaction,
+    only: Option<&str>,
+    version: i64,
+) -> Result<(), DbErr> {
+    let backend = txn.get_database_backend();
+    let (v, id) = match backend {
+        DatabaseBackend::Postgres => ("$1", "$2"),
+        _ => ("?1", "?2"),
+    };
+    let mut sql = format!("UPDATE call SET version = {v}");
+    let mut values: Vec<sea_orm::Value> = vec![version.into()];
+    if let Some(only) = only {
+        sql.push_str(&format!(" WHERE id = {id}"));
+        values.push(only.into());
+    }
+    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    Ok(())
 }
 
 async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbErr> {

@@ -258,7 +258,8 @@ impl Indexed {
 }
 
 /// `UPDATE call SET … WHERE id = ?1`, parameters numbered as
-/// [`CALL_COLUMNS`]. SQLite rewrites an index on every update whose SET
+/// [`CALL_COLUMNS`], and the row's `version` bumped (PostgreSQL's writers
+/// rely on it; SQLite keeps it true too). SQLite rewrites an index on every update whose SET
 /// names one of its columns, changed or not; so status (bit 0) and duration
 /// (bit 1) are set only when they changed, which spares most deliveries two
 /// index entries (a page each, written to the WAL at commit).
@@ -273,6 +274,7 @@ fn call_update(variant: usize) -> String {
             _ => true,
         })
         .map(|(i, c)| format!("\"{c}\" = ?{}", i + 1))
+        .chain(["\"version\" = \"version\" + 1".to_owned()])
         .collect();
     format!("UPDATE \"call\" SET {} WHERE \"id\" = ?1", set.join(", "))
 }

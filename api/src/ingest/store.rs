@@ -1,4 +1,4 @@
-//! One batch, one transaction: (lock and) load the batch's calls and the
+//! One batch, one transaction: load the batch's calls and the
 //! stored copies of its deliveries, run the pure [`Projection`], write its
 //! changes, commit. PostgreSQL's statements are in `postgres.rs` (rows as
 //! arrays through `unnest`), SQLite's in `sqlite.rs` (one cached single-row
@@ -47,7 +47,7 @@ pub async fn commit_batch(
         DatabaseBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
             let mut conn = pool.acquire().await.map_err(postgres::db_err)?;
-            commit_postgres(&mut conn, batch)
+            commit_postgres(&mut conn, batch, false)
                 .await
                 .map_err(postgres::db_err)
         }
@@ -63,8 +63,29 @@ async fn commit_sqlite(
     SqliteStore::open_like(db).await?.commit(batch)
 }
 
-/// One batch on PostgreSQL, on `conn`: four round trips (`postgres.rs`).
+/// One batch on PostgreSQL, on `conn`: two round trips, load and write,
+/// the write committing on its own (`postgres.rs`). `serialized` (a batch
+/// that lost a race): in a transaction holding the `event_clock` row from
+/// before the load, so that no other write can come between.
 pub(super) async fn commit_postgres(
+    conn: &mut PgConnection,
+    batch: &[Input<'_>],
+    serialized: bool,
+) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
+    use sea_orm::sqlx::Connection;
+    if !serialized {
+        return load_apply_write(conn, batch).await;
+    }
+    let mut txn = conn.begin().await?;
+    sea_orm::sqlx::query(postgres::SERIALIZE)
+        .execute(&mut *txn)
+        .await?;
+    let receipts = load_apply_write(&mut txn, batch).await?;
+    txn.commit().await?;
+    Ok(receipts)
+}
+
+async fn load_apply_write(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
 ) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
@@ -75,23 +96,16 @@ pub(super) async fn commit_postgres(
         .into_iter()
         .collect();
     let mut clock = Phases::start();
-    let mut txn = postgres::begin(conn, &call_ids).await?;
-    let begin_us = clock.lap();
-    let (calls, stored) =
-        postgres::load(&mut txn, &call_ids, &postgres::Lookups::of(batch)).await?;
+    let loaded = postgres::load(conn, &call_ids, &postgres::Lookups::of(batch)).await?;
     let load_us = clock.lap();
-    let (decisions, changes) = project(calls, stored, batch);
+    let (decisions, changes) = project(loaded.calls, loaded.stored, batch);
     let apply_us = clock.lap();
-    let ids = postgres::write(&mut txn, changes).await?;
-    let write_us = clock.lap();
-    txn.commit().await?;
+    let ids = postgres::write(conn, changes, &loaded.versions).await?;
     tracing::debug!(
         size = batch.len(),
-        begin_us,
         load_us,
         apply_us,
-        write_us,
-        commit_us = clock.lap(),
+        write_us = clock.lap(),
         "postgres batch phases"
     );
     Ok(receipts(decisions, &ids))

@@ -148,73 +148,142 @@ fn an_in_memory_sqlite_database_is_refused_with_one_clear_line() {
     }
 }
 
-/// PostgreSQL: when the database cancels a batch's lock statement (sent
-/// together with `BEGIN`), only that batch fails: the session it left in an
-/// aborted transaction is not reused, and the next deliveries are stored.
+/// A v1 delivery of `kind` for `call`.
+fn event(call: &str, kind: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({"event": {"type": kind, "data": {"call": {"id": call}}}})).unwrap()
+}
+
+/// Wait until a writer's write statement waits for a row lock; `then`
+/// runs on `holder` once it does (or after five seconds, returning false).
+async fn when_the_write_waits(holder: &mut sea_orm::sqlx::PgConnection, then: &str) -> bool {
+    for _ in 0..100 {
+        let row: (i64,) = sea_orm::sqlx::query_as(sea_orm::sqlx::AssertSqlSafe(format!(
+            "SELECT count({then}) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock' \
+             AND query LIKE '%UPDATE event_clock%'"
+        )))
+        .fetch_one(&mut *holder)
+        .await
+        .unwrap();
+        if row.0 > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// PostgreSQL: when the database cancels a batch's write statement (here
+/// while it waits for a call row another session holds), only that batch
+/// fails; the writer's next batches are stored.
 #[tokio::test]
-async fn a_cancelled_lock_fails_only_its_own_batch() {
+async fn a_cancelled_write_fails_only_its_own_batch() {
     use sea_orm::sqlx::{Connection, PgConnection};
     if !calltrail_tests::backends().contains(&Backend::Postgres) {
-        return; // PostgreSQL's advisory locks: runs with TEST_DATABASE_URL.
+        return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
     }
     let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let event = |call: &str, kind: &str| {
-        serde_json::to_vec(&json!({"event": {"type": kind, "data": {"call": {"id": call}}}}))
-            .unwrap()
-    };
-    assert_eq!(
-        app.post_webhook(event("c_lock_a", "call.initiate"))
-            .await
-            .status,
-        200
-    );
+    let first = app.post_webhook(event("c_lock_a", "call.initiate")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
 
-    // Hold the lock the writer will want for c_lock_b (FNV-1a of the id).
-    let key = "c_lock_b".bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    }) as i64;
     let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
-    sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(key)
-        .execute(&mut holder)
+    let mut lock = PgConnection::connect(&app.database_url).await.unwrap();
+    sea_orm::sqlx::raw_sql("BEGIN; SELECT 1 FROM call WHERE id = 'c_lock_a' FOR UPDATE")
+        .execute(&mut lock)
         .await
         .unwrap();
-    // The delivery waits in the writer for the lock, which is cancelled.
-    let cancel = async {
-        for _ in 0..100 {
-            let row: (i64,) = sea_orm::sqlx::query_as(
-                "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                 AND query LIKE '%pg_advisory_xact_lock%'",
-            )
-            .fetch_one(&mut holder)
-            .await
-            .unwrap();
-            if row.0 > 0 {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        false
-    };
-    let (blocked, cancelled) =
-        tokio::join!(app.post_webhook(event("c_lock_b", "call.initiate")), cancel);
-    assert!(cancelled, "the writer waited for the lock");
+    let (blocked, cancelled) = tokio::join!(
+        app.post_webhook(event("c_lock_a", "call.in-progress")),
+        when_the_write_waits(&mut holder, "pg_cancel_backend(pid)")
+    );
+    assert!(cancelled, "the writer waited for the call's row");
     assert_eq!(blocked.status, 503, "the cancelled batch's delivery");
-    sea_orm::sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut holder)
+    sea_orm::sqlx::raw_sql("ROLLBACK")
+        .execute(&mut lock)
         .await
         .unwrap();
+    assert_eq!(app.count("webhook_event").await, 1, "nothing of it stored");
 
     // The writer goes on: the refused delivery again, and another.
-    let again = app.post_webhook(event("c_lock_b", "call.initiate")).await;
-    assert_eq!(again.status, 200, "{}", again.body);
-    assert_eq!(again.body["duplicate"], false);
-    let next = app
+    let again = app
         .post_webhook(event("c_lock_a", "call.in-progress"))
         .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], false);
+    let next = app.post_webhook(event("c_lock_b", "call.initiate")).await;
     assert_eq!(next.status, 200, "{}", next.body);
     assert_eq!(app.count("webhook_event").await, 3);
+}
+
+/// PostgreSQL: a call that another session (another replica, say) changes
+/// between a batch's load and its write is not overwritten with what the
+/// batch loaded: the write fails whole on the call's version and the batch
+/// runs again from a fresh load, so both changes stay.
+#[tokio::test]
+async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let first = app.post_webhook(event("c_race", "call.initiate")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    // Another writer's change, not committed yet: the batch loads the call
+    // without it, then its write waits for the row.
+    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
+    let mut other = PgConnection::connect(&app.database_url).await.unwrap();
+    sea_orm::sqlx::raw_sql(
+        "BEGIN; UPDATE call SET agent_id = 'agent_of_the_other_replica', version = version + 1 \
+         WHERE id = 'c_race'",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let commit_the_other = async {
+        let waited = when_the_write_waits(&mut holder, "pid").await;
+        sea_orm::sqlx::raw_sql("COMMIT")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        waited
+    };
+    let (answer, waited) = tokio::join!(
+        app.post_webhook(event("c_race", "call.in-progress")),
+        commit_the_other
+    );
+    assert!(waited, "the write waited for the other change");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["duplicate"], false);
+
+    let row = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT status, agent_id, version FROM call WHERE id = 'c_race'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: String = row.try_get("", "status").unwrap();
+    let agent: Option<String> = row.try_get("", "agent_id").unwrap();
+    let version: i64 = row.try_get("", "version").unwrap();
+    assert_eq!(status, "IN_PROGRESS", "the delivery was applied");
+    assert_eq!(
+        agent.as_deref(),
+        Some("agent_of_the_other_replica"),
+        "the other change was not overwritten"
+    );
+    assert_eq!(
+        version, 3,
+        "created (1), the other change (2), the delivery (3)"
+    );
+    assert_eq!(app.count("webhook_event").await, 2, "stored once");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("calltrail_ingest_conflicts_total 1"),
+        "{metrics}"
+    );
 }
 
 /// One read connection is enough for GraphQL: on PostgreSQL the connection

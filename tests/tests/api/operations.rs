@@ -186,15 +186,36 @@ async fn reprocess_rebuilds_exactly_what_live_ingestion_built_and_keeps_acknowle
             .await
             .unwrap();
 
+        // Rebuilt calls get a version above any they had, so a writer that
+        // loaded one before the rebuild loads it again (ingest/postgres.rs).
+        let versions = |db: DatabaseConnection| async move {
+            let rows = db
+                .query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), "SELECT id, version FROM call ORDER BY id"))
+                .await
+                .unwrap();
+            rows.iter().map(|r| (r.try_get::<String>("", "id").unwrap(), r.try_get::<i64>("", "version").unwrap())).collect::<Vec<_>>()
+        };
+        let before = versions(app.db.clone()).await;
+        let highest = before.iter().map(|(_, v)| *v).max().unwrap();
+        assert!(highest > 1, "live ingestion bumps a call's version per batch: {before:?}");
+
         let output = calltrail(&app.database_url, &["reprocess"]);
         assert!(String::from_utf8_lossy(&output.stdout).contains("rebuilt 40 calls"), "seed {seed}");
         assert_eq!(snapshot(&app.db, true).await, live, "{backend:?}, seed {seed}");
         assert_eq!(action_ids(app.db.clone()).await, ids, "{backend:?}, seed {seed}");
+        let rebuilt = versions(app.db.clone()).await;
+        assert_eq!(rebuilt.len(), 40);
+        assert!(rebuilt.iter().all(|(_, v)| *v == highest + 1), "{backend:?}: {rebuilt:?}");
 
         let one = first.call_id.clone().unwrap();
         calltrail(&app.database_url, &["reprocess", "--call", &one]);
         assert_eq!(snapshot(&app.db, true).await, live, "{backend:?}, seed {seed}, --call {one}");
         assert_eq!(action_ids(app.db.clone()).await, ids, "{backend:?}, seed {seed}, --call {one}");
+        let after_one = versions(app.db.clone()).await;
+        assert!(
+            after_one.iter().all(|(id, v)| *v == if *id == one { highest + 2 } else { highest + 1 }),
+            "{backend:?}: {after_one:?}"
+        );
         let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
             .args(["reprocess", "--call", "c_nope"])
             .env_clear()
