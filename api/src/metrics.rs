@@ -31,9 +31,10 @@ pub struct IngestMetrics {
     /// `calltrail_ingest_batches_retried_total`: batches that failed and were
     /// committed again one delivery at a time.
     pub batches_retried: Counter,
-    /// `calltrail_ingest_conflicts_total`: PostgreSQL batches written again
-    /// from their load because one of their calls changed after it was
-    /// loaded (another replica, or `calltrail reprocess`).
+    /// `calltrail_ingest_conflicts_total`: PostgreSQL batches run again from
+    /// their load because they lost a race: a call changed after it was
+    /// loaded (another replica, `calltrail reprocess`), a deadlock, or a
+    /// delivery another replica stored first.
     pub conflicts: Counter,
 }
 

@@ -6,7 +6,8 @@
 //! fails as a whole with SQLSTATE 40001 (`calltrail_call_changed`) and the
 //! writer retries the batch from its load. This replaces the advisory lock
 //! taken in a transaction of its own (`BEGIN`, lock, load, write, `COMMIT`:
-//! four round trips per batch, now two; docs/ARCHITECTURE.md, "Concurrency").
+//! four round trips per batch, now two; docs/ARCHITECTURE.md, "Durability
+//! and concurrency").
 //!
 //! Rows get version 1 when created, so 0 means "not there when loaded":
 //! a call created by someone else in between is never taken for ours.

@@ -36,8 +36,7 @@ pub async fn reprocess(
 ) -> Result<ReprocessSummary, DbErr> {
     let txn = db.begin().await?;
     let before = action_events(&txn, only).await?;
-    let version = next_version(&txn, only).await?;
-    clear(&txn, only).await?;
+    let version = clear(&txn, only).await?;
 
     let mut call_ids: Vec<Option<String>> = match only {
         Some(id) => vec![Some(id.to_owned())],
@@ -84,9 +83,9 @@ async fn action_events(
     Ok(query.into_tuple().all(txn).await?.into_iter().collect())
 }
 
-/// A version above any the calls in scope have: rebuilt calls get it, so
-/// that a PostgreSQL writer that loaded one of them before the rebuild
-/// cannot write over it (`postgres.rs`: it loads again).
+/// A version above any the calls in scope have, read before they are
+/// deleted (SQLite: its one writer waits for this transaction's write
+/// lock, or fails it, so no write comes between).
 async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbErr> {
     let mut query = call::Entity::find()
         .select_only()
@@ -98,6 +97,10 @@ async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i
     Ok(max.flatten().unwrap_or(0) + 1)
 }
 
+/// Rebuilt calls get a version above any they had, so that a PostgreSQL
+/// writer that loaded one of them before the rebuild cannot write over it
+/// (`postgres.rs`: it loads again). A call written by a writer meanwhile
+/// keeps its higher version.
 async fn set_version(
     txn: &DatabaseTransaction,
     only: Option<&str>,
@@ -108,10 +111,10 @@ async fn set_version(
         DatabaseBackend::Postgres => ("$1", "$2"),
         _ => ("?1", "?2"),
     };
-    let mut sql = format!("UPDATE call SET version = {v}");
+    let mut sql = format!("UPDATE call SET version = {v} WHERE version < {v}");
     let mut values: Vec<sea_orm::Value> = vec![version.into()];
     if let Some(only) = only {
-        sql.push_str(&format!(" WHERE id = {id}"));
+        sql.push_str(&format!(" AND id = {id}"));
         values.push(only.into());
     }
     txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -119,7 +122,16 @@ async fn set_version(
     Ok(())
 }
 
-async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbErr> {
+/// Delete the projection in scope; returns the version rebuilt calls get.
+async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbErr> {
+    let backend = txn.get_database_backend();
+    let version = match backend {
+        // Taken from the rows the delete removes (their latest versions,
+        // each row locked by the delete): a version read by an earlier
+        // statement could miss a writer's commit in between.
+        DatabaseBackend::Postgres => None,
+        _ => Some(next_version(txn, only).await?),
+    };
     match only {
         Some(id) => {
             analysis::Entity::delete_many()
@@ -130,18 +142,37 @@ async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbEr
                 .filter(attempt::Column::CallId.eq(id))
                 .exec(txn)
                 .await?;
-            call::Entity::delete_many()
-                .filter(call::Column::Id.eq(id))
-                .exec(txn)
-                .await?;
         }
         None => {
             analysis::Entity::delete_many().exec(txn).await?;
             attempt::Entity::delete_many().exec(txn).await?;
-            call::Entity::delete_many().exec(txn).await?;
         }
     }
-    Ok(())
+    if let Some(version) = version {
+        let mut delete = call::Entity::delete_many();
+        if let Some(id) = only {
+            delete = delete.filter(call::Column::Id.eq(id));
+        }
+        delete.exec(txn).await?;
+        return Ok(version);
+    }
+    let (sql, values): (&str, Vec<sea_orm::Value>) = match only {
+        Some(id) => (
+            "WITH d AS (DELETE FROM call WHERE id = $1 RETURNING version) \
+             SELECT COALESCE(MAX(version), 0) + 1 AS v FROM d",
+            vec![id.into()],
+        ),
+        None => (
+            "WITH d AS (DELETE FROM call RETURNING version) \
+             SELECT COALESCE(MAX(version), 0) + 1 AS v FROM d",
+            Vec::new(),
+        ),
+    };
+    let row = txn
+        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?
+        .ok_or_else(|| DbErr::Custom("the delete returned no row".into()))?;
+    row.try_get("", "v")
 }
 
 /// Replay the raw log of some calls (None: deliveries without a call) and write the result.

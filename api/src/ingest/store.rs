@@ -76,7 +76,11 @@ pub(super) async fn commit_postgres(
     if !serialized {
         return load_apply_write(conn, batch).await;
     }
-    let mut txn = conn.begin().await?;
+    // READ COMMITTED whatever the database's default: the load, a statement
+    // after the lock, must see what the lock's last holder committed.
+    let mut txn = conn
+        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+        .await?;
     sea_orm::sqlx::query(postgres::SERIALIZE)
         .execute(&mut *txn)
         .await?;

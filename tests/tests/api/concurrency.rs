@@ -161,8 +161,9 @@ async fn fifty_deliveries_of_one_call_sent_at_once_end_as_if_sent_in_order() {
 /// Two servers on one database (replicas): the fifty deliveries of one call,
 /// each sent to either server, all at once, end as if sent in order to one.
 /// Each server's writer loads the call and writes it back whole, so without
-/// the lock that serializes a call across servers (PostgreSQL: advisory
-/// locks; SQLite: its write lock) one server's write would undo the other's.
+/// what serializes a call across servers (PostgreSQL: the call's version,
+/// checked by the write; SQLite: its write lock) one server's write would
+/// undo the other's.
 #[tokio::test]
 async fn two_servers_sharing_a_database_end_a_call_as_if_sent_in_order_to_one() {
     on_each_backend_and_batch(|backend, batch| async move {

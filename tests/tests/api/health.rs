@@ -286,6 +286,143 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
     );
 }
 
+/// PostgreSQL: two servers on one database that take the same delivery at
+/// once store it once, also when no call guards it: a delivery without a
+/// call, or of an unknown kind for a call that does not exist (its raw row
+/// has no attempt, and the unique index lets NULLs repeat). Such a batch
+/// runs serialized from the start; here both servers' batches wait for the
+/// `event_clock` row this test holds, then go one after the other.
+#[tokio::test]
+async fn replicas_store_a_delivery_no_call_guards_once() {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
+    }
+    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    let unknown = serde_json::to_vec(
+        &json!({"event": {"type": "call.transcribed", "data": {"call": {"id": "c_unknown"}}}}),
+    )
+    .unwrap();
+    let callless =
+        serde_json::to_vec(&json!({"event": {"type": "call.initiate", "data": {}}})).unwrap();
+    for (n, body) in [unknown, callless].into_iter().enumerate() {
+        let mut holder = PgConnection::connect(&first.database_url).await.unwrap();
+        let mut clock = PgConnection::connect(&first.database_url).await.unwrap();
+        sea_orm::sqlx::raw_sql("BEGIN; SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE")
+            .execute(&mut clock)
+            .await
+            .unwrap();
+        let release = async {
+            let mut waiting = 0;
+            for _ in 0..100 {
+                let row: (i64,) = sea_orm::sqlx::query_as(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
+                     AND query LIKE '%event_clock%'",
+                )
+                .fetch_one(&mut holder)
+                .await
+                .unwrap();
+                waiting = row.0;
+                if waiting >= 2 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            sea_orm::sqlx::raw_sql("COMMIT")
+                .execute(&mut clock)
+                .await
+                .unwrap();
+            waiting
+        };
+        let (a, b, waiting) = tokio::join!(
+            first.post_webhook(body.clone()),
+            second.post_webhook(body.clone()),
+            release
+        );
+        assert_eq!(waiting, 2, "both servers' batches waited for the clock");
+        assert_eq!((a.status, b.status), (200, 200), "{} {}", a.body, b.body);
+        let mut duplicate = [a.body["duplicate"].clone(), b.body["duplicate"].clone()];
+        duplicate.sort_by_key(|d| d.as_bool());
+        assert_eq!(
+            duplicate,
+            [json!(false), json!(true)],
+            "one stored, one a duplicate"
+        );
+        assert_eq!(a.body["eventId"], b.body["eventId"]);
+        assert_eq!(
+            first.count("webhook_event").await,
+            n as i64 + 1,
+            "stored once"
+        );
+    }
+}
+
+/// PostgreSQL: a call deleted between a batch's load and its write (by
+/// `calltrail reprocess`, say) is not brought back from what the batch
+/// loaded: the write fails on it and the batch runs again from a fresh
+/// load, which starts the call anew from the delivery (version 1).
+#[tokio::test]
+async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let first = app.post_webhook(event("c_gone", "call.initiate")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+
+    // Delete the call, not committed yet, holding the clock every write
+    // takes first: the batch loads the call, then its write waits.
+    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
+    let mut other = PgConnection::connect(&app.database_url).await.unwrap();
+    sea_orm::sqlx::raw_sql(
+        "BEGIN; SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE; \
+         DELETE FROM attempt WHERE call_id = 'c_gone'; DELETE FROM call WHERE id = 'c_gone'",
+    )
+    .execute(&mut other)
+    .await
+    .unwrap();
+    let commit_the_other = async {
+        let waited = when_the_write_waits(&mut holder, "pid").await;
+        sea_orm::sqlx::raw_sql("COMMIT")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        waited
+    };
+    let (answer, waited) = tokio::join!(
+        app.post_webhook(event("c_gone", "call.in-progress")),
+        commit_the_other
+    );
+    assert!(waited, "the write waited for the delete");
+    assert_eq!(answer.status, 200, "{}", answer.body);
+
+    let row = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT version, created_at = (SELECT received_at FROM webhook_event \
+             WHERE call_id = 'c_gone' ORDER BY seq DESC LIMIT 1) AS anew FROM call WHERE id = 'c_gone'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let version: i64 = row.try_get("", "version").unwrap();
+    let anew: bool = row.try_get("", "anew").unwrap();
+    assert_eq!(
+        (version, anew),
+        (1, true),
+        "the call starts anew from the delivery"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("calltrail_ingest_conflicts_total 1"),
+        "{metrics}"
+    );
+}
+
 /// One read connection is enough for GraphQL: on PostgreSQL the connection
 /// that LISTENs for other replicas' commits is not taken from it.
 #[tokio::test]
