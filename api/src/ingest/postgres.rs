@@ -24,8 +24,9 @@ use crate::domain::{AttemptState, CallState, CallStatus, Changes, EventKind, Sto
 /// Times a batch is run again from its load when the database says it lost
 /// a race (a call changed after the load, a deadlock, a delivery stored by
 /// another replica in between) before it counts as failed. It runs again
-/// serialized ([`SERIALIZE`]), so it does not lose to the same writers
-/// again (only to `calltrail reprocess`, which does not take the clock).
+/// serialized ([`SERIALIZE`]), so it does not lose again to writers (nor
+/// to `calltrail reprocess`, which takes the clock too): only to sessions
+/// that change calls without it, such as manual SQL.
 const RACE_RETRIES: usize = 8;
 
 /// A batch run again after losing a race holds the `event_clock` row from
@@ -73,7 +74,7 @@ impl Writer {
         let result = loop {
             let serialized = races > 0 || unguarded(batch);
             match store::commit_postgres(&mut conn, batch, serialized).await {
-                Err(err) if lost_race(&err, races) => {
+                Err(err) if lost_race(&err, races, serialized) => {
                     races += 1;
                     self.conflicts.increment(1);
                     tracing::debug!(error = %err, races, "batch lost a race; running it again from its load");
@@ -89,22 +90,23 @@ impl Writer {
     }
 }
 
-/// Whether the write failed because something else wrote first: a call's
-/// version moved (`serialization_failure`, from `calltrail_call_changed`),
-/// a deadlock with another replica's write, or a delivery or call that
-/// another replica stored after the load (`unique_violation`). Loading
-/// again sees what won.
-/// A serialized run (`races` > 0) can only lose to `calltrail reprocess`,
-/// which changes versions but stores no delivery: a unique violation there
-/// is not a race, and is not run again.
-fn lost_race(err: &sqlx::Error, races: usize) -> bool {
+/// Whether the batch failed because something else wrote first, worth
+/// running again from its load (up to [`RACE_RETRIES`] times): a call's
+/// version moved (`serialization_failure`, from `calltrail_call_changed`);
+/// a deadlock (not between writers, which all take the `event_clock` row
+/// first, but with a session that locks calls without it, such as manual
+/// SQL); or, on an optimistic run, a delivery or call another replica
+/// stored after the load (`unique_violation`). A serialized run holds the
+/// clock from before its load, so a unique violation there is no race and
+/// is not run again.
+fn lost_race(err: &sqlx::Error, races: usize, serialized: bool) -> bool {
     races < RACE_RETRIES
         && err
             .as_database_error()
             .and_then(|e| e.code())
             .is_some_and(|code| match &*code {
                 "40001" | "40P01" => true,
-                "23505" => races == 0,
+                "23505" => !serialized,
                 _ => false,
             })
 }
@@ -113,12 +115,13 @@ fn lost_race(err: &sqlx::Error, races: usize) -> bool {
 /// that may store a raw event without writing a call (one without a call,
 /// or of a kind calltrail does not know, whose call may not exist), so no
 /// call version guards it, nor do the unique indexes when its call or
-/// attempt is null (NULLs are distinct). Rare: none in `simulate`'s
+/// attempt is null (NULLs are distinct). A v2 delivery is guarded by its
+/// event id's unique index whatever its kind. Rare: none in `simulate`'s
 /// lifecycles.
 pub(super) fn unguarded(batch: &[Input<'_>]) -> bool {
-    batch
-        .iter()
-        .any(|(d, ..)| d.call_id.is_none() || d.kind == EventKind::Unknown)
+    batch.iter().any(|(d, ..)| {
+        d.upstream_id.is_none() && (d.call_id.is_none() || d.kind == EventKind::Unknown)
+    })
 }
 
 pub(super) fn db_err(err: sqlx::Error) -> DbErr {
@@ -165,8 +168,9 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
 /// there when loaded: 1), and `calltrail_call_changed` fails the statement
 /// unless every call was written as loaded: updated from its version, or
 /// inserted when it was not there (`xmax = 0`: a row this statement
-/// inserted; a call loaded but deleted since must not come back from what
-/// was loaded). NOTIFY is transactional: replicas hear of the batch when it
+/// inserted, as PostgreSQL's heap storage marks it, not a documented
+/// guarantee, checked by a test; a call loaded but deleted since must not
+/// come back from what was loaded). NOTIFY is transactional: replicas hear of the batch when it
 /// commits. Returns the new events' ids, in order, with the numbers of
 /// analyses and actions written (checked: a row whose event was not found
 /// would vanish).

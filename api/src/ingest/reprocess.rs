@@ -29,12 +29,21 @@ pub struct ReprocessSummary {
 }
 
 /// Rebuild one call (`Some(id)`) or everything, in one transaction: readers
-/// see the old projection or the new one, never half of each.
+/// see the old projection or the new one, never half of each, and ingestion
+/// waits for it.
 pub async fn reprocess(
     db: &DatabaseConnection,
     only: Option<&str>,
 ) -> Result<ReprocessSummary, DbErr> {
     let txn = db.begin().await?;
+    if txn.get_database_backend() == DatabaseBackend::Postgres {
+        // Ingestion waits until the rebuild commits: every write takes this
+        // row first, so no writer changes a call between the rebuild's read
+        // of the raw log and its write of the call, nor writes back a call
+        // it loaded before the rebuild (SQLite's writer waits for this
+        // transaction's write lock the same way).
+        txn.execute_unprepared(super::postgres::SERIALIZE).await?;
+    }
     let before = action_events(&txn, only).await?;
     let version = clear(&txn, only).await?;
 
