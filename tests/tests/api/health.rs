@@ -173,6 +173,37 @@ async fn when_the_write_waits(holder: &mut sea_orm::sqlx::PgConnection, then: &s
     false
 }
 
+/// Post `body` while another session runs `sql` (opening a transaction)
+/// and commits it once the writer's write waits for it: the batch loads
+/// before that session's change, and writes after it. Returns the answer.
+async fn post_across_a_commit(app: &TestApp, sql: &str, body: Vec<u8>) -> calltrail_tests::Answer {
+    use sea_orm::sqlx::{Connection, PgConnection};
+    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
+    let mut other = PgConnection::connect(&app.database_url).await.unwrap();
+    sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql.to_owned()))
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let commit_the_other = async {
+        let waited = when_the_write_waits(&mut holder, "pid").await;
+        sea_orm::sqlx::raw_sql("COMMIT")
+            .execute(&mut other)
+            .await
+            .unwrap();
+        waited
+    };
+    let (answer, waited) = tokio::join!(app.post_webhook(body), commit_the_other);
+    assert!(waited, "the write waited for the other session");
+    answer
+}
+
+/// The `calltrail_ingest_conflicts_total` sample is exactly `n`.
+async fn conflicts_are(app: &TestApp, n: u32) {
+    let metrics = app.metrics().await;
+    let line = format!("calltrail_ingest_conflicts_total {n}");
+    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+}
+
 /// PostgreSQL: when the database cancels a batch's write statement (here
 /// while it waits for a call row another session holds), only that batch
 /// fails; the writer's next batches are stored.
@@ -221,7 +252,6 @@ async fn a_cancelled_write_fails_only_its_own_batch() {
 /// runs again from a fresh load, so both changes stay.
 #[tokio::test]
 async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
-    use sea_orm::sqlx::{Connection, PgConnection};
     if !calltrail_tests::backends().contains(&Backend::Postgres) {
         return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
     }
@@ -231,28 +261,13 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
 
     // Another writer's change, not committed yet: the batch loads the call
     // without it, then its write waits for the row.
-    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
-    let mut other = PgConnection::connect(&app.database_url).await.unwrap();
-    sea_orm::sqlx::raw_sql(
+    let answer = post_across_a_commit(
+        &app,
         "BEGIN; UPDATE call SET agent_id = 'agent_of_the_other_replica', version = version + 1 \
          WHERE id = 'c_race'",
+        event("c_race", "call.in-progress"),
     )
-    .execute(&mut other)
-    .await
-    .unwrap();
-    let commit_the_other = async {
-        let waited = when_the_write_waits(&mut holder, "pid").await;
-        sea_orm::sqlx::raw_sql("COMMIT")
-            .execute(&mut other)
-            .await
-            .unwrap();
-        waited
-    };
-    let (answer, waited) = tokio::join!(
-        app.post_webhook(event("c_race", "call.in-progress")),
-        commit_the_other
-    );
-    assert!(waited, "the write waited for the other change");
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["duplicate"], false);
 
@@ -279,13 +294,7 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
         "created (1), the other change (2), the delivery (3)"
     );
     assert_eq!(app.count("webhook_event").await, 2, "stored once");
-    let metrics = app.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "calltrail_ingest_conflicts_total 1"),
-        "{metrics}"
-    );
+    conflicts_are(&app, 1).await;
 }
 
 /// PostgreSQL: two servers on one database that take the same delivery at
@@ -368,7 +377,6 @@ async fn replicas_store_a_delivery_no_call_guards_once() {
 /// load, which starts the call anew from the delivery (version 1).
 #[tokio::test]
 async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
-    use sea_orm::sqlx::{Connection, PgConnection};
     if !calltrail_tests::backends().contains(&Backend::Postgres) {
         return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
     }
@@ -378,28 +386,13 @@ async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
 
     // Delete the call, not committed yet, holding the clock every write
     // takes first: the batch loads the call, then its write waits.
-    let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
-    let mut other = PgConnection::connect(&app.database_url).await.unwrap();
-    sea_orm::sqlx::raw_sql(
+    let answer = post_across_a_commit(
+        &app,
         "BEGIN; SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE; \
          DELETE FROM attempt WHERE call_id = 'c_gone'; DELETE FROM call WHERE id = 'c_gone'",
+        event("c_gone", "call.in-progress"),
     )
-    .execute(&mut other)
-    .await
-    .unwrap();
-    let commit_the_other = async {
-        let waited = when_the_write_waits(&mut holder, "pid").await;
-        sea_orm::sqlx::raw_sql("COMMIT")
-            .execute(&mut other)
-            .await
-            .unwrap();
-        waited
-    };
-    let (answer, waited) = tokio::join!(
-        app.post_webhook(event("c_gone", "call.in-progress")),
-        commit_the_other
-    );
-    assert!(waited, "the write waited for the delete");
+    .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
     let row = app
@@ -419,13 +412,7 @@ async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
         (1, true),
         "the call starts anew from the delivery"
     );
-    let metrics = app.metrics().await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "calltrail_ingest_conflicts_total 1"),
-        "{metrics}"
-    );
+    conflicts_are(&app, 1).await;
 }
 
 /// One read connection is enough for GraphQL: on PostgreSQL the connection
