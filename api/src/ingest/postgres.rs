@@ -5,8 +5,9 @@
 //! commits on its own. The write replaces a call only if its `version` is
 //! still the one loaded; otherwise the statement fails whole (SQLSTATE
 //! 40001, raised by `calltrail_call_changed`) and [`Writer`] runs the
-//! batch again from its load, serialized this time ([`SERIALIZE`]). Each writer holds its connection from batch
-//! to batch.
+//! batch again from its load, serialized this time ([`SERIALIZE`]); so
+//! does a batch no call version guards ([`unguarded`]). Each writer holds
+//! its connection from batch to batch.
 
 use std::collections::HashMap;
 use std::time::Instant;

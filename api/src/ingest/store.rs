@@ -65,8 +65,9 @@ async fn commit_sqlite(
 
 /// One batch on PostgreSQL, on `conn`: two round trips, load and write,
 /// the write committing on its own (`postgres.rs`). `serialized` (a batch
-/// that lost a race): in a transaction holding the `event_clock` row from
-/// before the load, so that no other write can come between.
+/// that lost a race, or one no call version guards): in a transaction
+/// holding the `event_clock` row from before the load, so that no other
+/// write can come between.
 pub(super) async fn commit_postgres(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
