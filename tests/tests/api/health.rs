@@ -198,10 +198,17 @@ async fn post_across_a_commit(app: &TestApp, sql: &str, body: Vec<u8>) -> calltr
 }
 
 /// The `calltrail_ingest_conflicts_total` sample is exactly `n`.
-async fn conflicts_are(app: &TestApp, n: u32) {
+async fn conflicts_are(app: &TestApp, n: u64) {
+    assert_eq!(conflicts(app).await, n, "{}", app.metrics().await);
+}
+
+/// `calltrail_ingest_conflicts_total` (0 before the first).
+async fn conflicts(app: &TestApp) -> u64 {
     let metrics = app.metrics().await;
-    let line = format!("calltrail_ingest_conflicts_total {n}");
-    assert!(metrics.lines().any(|l| l == line), "{metrics}");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("calltrail_ingest_conflicts_total "))
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 /// PostgreSQL: when the database cancels a batch's write statement (here
@@ -301,7 +308,8 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
 /// once store it once, also when no call guards it: a delivery without a
 /// call, or of an unknown kind for a call that does not exist (its raw row
 /// has no attempt, and the unique index lets NULLs repeat). Such a batch
-/// runs serialized from the start. Here both servers' batches wait for the
+/// runs serialized from the start. A v2 event is guarded by its id's unique
+/// index instead, whatever its kind. Here both servers' batches wait for the
 /// `event_clock` row this test holds (an optimistic batch would wait too,
 /// in its write, after loading: then both would store the delivery).
 #[tokio::test]
@@ -318,7 +326,16 @@ async fn replicas_store_a_delivery_no_call_guards_once() {
     .unwrap();
     let callless =
         serde_json::to_vec(&json!({"event": {"type": "call.initiate", "data": {}}})).unwrap();
-    for (n, body) in [unknown, callless].into_iter().enumerate() {
+    // A v2 event of a kind calltrail does not know: its id's unique index
+    // guards it, so both batches load and write optimistically, and the
+    // second's write fails on that index and runs again, serialized.
+    let v2_unknown = serde_json::to_vec(&json!({
+        "id": "evt_replicas_once", "type": "call.transcript_ready",
+        "created_at": "2026-11-20T10:00:00Z",
+        "data": {"call": {"id": "call_replicas_once", "object": "call"}}
+    }))
+    .unwrap();
+    for (n, body) in [unknown, callless, v2_unknown].into_iter().enumerate() {
         let mut holder = PgConnection::connect(&first.database_url).await.unwrap();
         let mut clock = PgConnection::connect(&first.database_url).await.unwrap();
         sea_orm::sqlx::raw_sql("BEGIN; SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE")
@@ -369,6 +386,8 @@ async fn replicas_store_a_delivery_no_call_guards_once() {
             "stored once"
         );
     }
+    // Only the v2 event's second write lost a race.
+    assert_eq!(conflicts(&first).await + conflicts(&second).await, 1);
 }
 
 /// PostgreSQL: a call deleted between a batch's load and its write (by
