@@ -171,10 +171,10 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
 /// inserted when it was not there (`xmax = 0`: a row this statement
 /// inserted, as PostgreSQL's heap storage marks it, not a documented
 /// guarantee, checked by a test; a call loaded but deleted since must not
-/// come back from what was loaded). NOTIFY is transactional: replicas hear of the batch when it
-/// commits. Returns the new events' ids, in order, with the numbers of
-/// analyses and actions written (checked: a row whose event was not found
-/// would vanish).
+/// come back from what was loaded). NOTIFY is transactional: replicas hear
+/// of the batch when it commits. Returns the new events' ids, in order,
+/// with the numbers of analyses and actions written (checked: a row whose
+/// event was not found would vanish).
 const WRITE: &str = "WITH clock AS (
     UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1
     RETURNING last - cardinality($6::text[]) AS base

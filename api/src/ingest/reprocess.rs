@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 
 use entity::{action, analysis, attempt, call, webhook_event};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
 
 use super::store::write_projection;
@@ -45,7 +45,8 @@ pub async fn reprocess(
         txn.execute_unprepared(super::postgres::SERIALIZE).await?;
     }
     let before = action_events(&txn, only).await?;
-    let version = clear(&txn, only).await?;
+    let version = next_version(&txn, only).await?;
+    clear(&txn, only).await?;
 
     let mut call_ids: Vec<Option<String>> = match only {
         Some(id) => vec![Some(id.to_owned())],
@@ -93,8 +94,9 @@ async fn action_events(
 }
 
 /// A version above any the calls in scope have, read before they are
-/// deleted (SQLite: its one writer waits for this transaction's write
-/// lock, or fails it, so no write comes between).
+/// deleted (no write comes between: PostgreSQL's writers wait for the clock
+/// this transaction holds; SQLite's one writer waits for its write lock,
+/// or fails it).
 async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbErr> {
     let mut query = call::Entity::find()
         .select_only()
@@ -108,39 +110,22 @@ async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i
 
 /// Rebuilt calls get a version above any they had, so that a PostgreSQL
 /// writer that loaded one of them before the rebuild cannot write over it
-/// (`postgres.rs`: it loads again). A call written by a writer meanwhile
-/// keeps its higher version.
+/// (`postgres.rs`: it loads again).
 async fn set_version(
     txn: &DatabaseTransaction,
     only: Option<&str>,
     version: i64,
 ) -> Result<(), DbErr> {
-    let backend = txn.get_database_backend();
-    let (v, id) = match backend {
-        DatabaseBackend::Postgres => ("$1", "$2"),
-        _ => ("?1", "?2"),
-    };
-    let mut sql = format!("UPDATE call SET version = {v} WHERE version < {v}");
-    let mut values: Vec<sea_orm::Value> = vec![version.into()];
-    if let Some(only) = only {
-        sql.push_str(&format!(" AND id = {id}"));
-        values.push(only.into());
+    let mut update =
+        call::Entity::update_many().col_expr(Alias::new("version"), Expr::value(version));
+    if let Some(id) = only {
+        update = update.filter(call::Column::Id.eq(id));
     }
-    txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?;
+    update.exec(txn).await?;
     Ok(())
 }
 
-/// Delete the projection in scope; returns the version rebuilt calls get.
-async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbErr> {
-    let backend = txn.get_database_backend();
-    let version = match backend {
-        // Taken from the rows the delete removes (their latest versions,
-        // each row locked by the delete): a version read by an earlier
-        // statement could miss a writer's commit in between.
-        DatabaseBackend::Postgres => None,
-        _ => Some(next_version(txn, only).await?),
-    };
+async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<(), DbErr> {
     match only {
         Some(id) => {
             analysis::Entity::delete_many()
@@ -151,37 +136,18 @@ async fn clear(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i64, DbE
                 .filter(attempt::Column::CallId.eq(id))
                 .exec(txn)
                 .await?;
+            call::Entity::delete_many()
+                .filter(call::Column::Id.eq(id))
+                .exec(txn)
+                .await?;
         }
         None => {
             analysis::Entity::delete_many().exec(txn).await?;
             attempt::Entity::delete_many().exec(txn).await?;
+            call::Entity::delete_many().exec(txn).await?;
         }
     }
-    if let Some(version) = version {
-        let mut delete = call::Entity::delete_many();
-        if let Some(id) = only {
-            delete = delete.filter(call::Column::Id.eq(id));
-        }
-        delete.exec(txn).await?;
-        return Ok(version);
-    }
-    let (sql, values): (&str, Vec<sea_orm::Value>) = match only {
-        Some(id) => (
-            "WITH d AS (DELETE FROM call WHERE id = $1 RETURNING version) \
-             SELECT COALESCE(MAX(version), 0) + 1 AS v FROM d",
-            vec![id.into()],
-        ),
-        None => (
-            "WITH d AS (DELETE FROM call RETURNING version) \
-             SELECT COALESCE(MAX(version), 0) + 1 AS v FROM d",
-            Vec::new(),
-        ),
-    };
-    let row = txn
-        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
-        .await?
-        .ok_or_else(|| DbErr::Custom("the delete returned no row".into()))?;
-    row.try_get("", "v")
+    Ok(())
 }
 
 /// Replay the raw log of some calls (None: deliveries without a call) and write the result.

@@ -153,24 +153,40 @@ fn event(call: &str, kind: &str) -> Vec<u8> {
     serde_json::to_vec(&json!({"event": {"type": kind, "data": {"call": {"id": call}}}})).unwrap()
 }
 
-/// Wait until a writer's write statement waits for a row lock; `then`
-/// runs on `holder` once it does (or after five seconds, returning false).
-async fn when_the_write_waits(holder: &mut sea_orm::sqlx::PgConnection, then: &str) -> bool {
+/// Wait until at least `n` of the writers' statements that take the
+/// `event_clock` row (a write, or a serialized batch's lock) wait for a
+/// lock; `then` runs on each of them (`pid`: nothing). Returns how many
+/// waited (fewer than `n` after five seconds).
+async fn when_writes_wait(holder: &mut sea_orm::sqlx::PgConnection, then: &str, n: i64) -> i64 {
+    let mut waiting = 0;
     for _ in 0..100 {
         let row: (i64,) = sea_orm::sqlx::query_as(sea_orm::sqlx::AssertSqlSafe(format!(
             "SELECT count({then}) FROM pg_stat_activity \
              WHERE datname = current_database() AND wait_event_type = 'Lock' \
-             AND query LIKE '%UPDATE event_clock%'"
+             AND query LIKE '%event_clock%'"
         )))
         .fetch_one(&mut *holder)
         .await
         .unwrap();
-        if row.0 > 0 {
-            return true;
+        waiting = row.0;
+        if waiting >= n {
+            break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    false
+    waiting
+}
+
+/// PostgreSQL with one writer, and `call` created: `None` without
+/// `TEST_DATABASE_URL`.
+async fn postgres_app_with(call: &str) -> Option<TestApp> {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return None;
+    }
+    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let first = app.post_webhook(event(call, "call.initiate")).await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    Some(app)
 }
 
 /// Post `body` while another session runs `sql` (opening a transaction)
@@ -185,7 +201,7 @@ async fn post_across_a_commit(app: &TestApp, sql: &str, body: Vec<u8>) -> calltr
         .await
         .unwrap();
     let commit_the_other = async {
-        let waited = when_the_write_waits(&mut holder, "pid").await;
+        let waited = when_writes_wait(&mut holder, "pid", 1).await > 0;
         sea_orm::sqlx::raw_sql("COMMIT")
             .execute(&mut other)
             .await
@@ -217,12 +233,9 @@ async fn conflicts(app: &TestApp) -> u64 {
 #[tokio::test]
 async fn a_cancelled_write_fails_only_its_own_batch() {
     use sea_orm::sqlx::{Connection, PgConnection};
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some(app) = postgres_app_with("c_lock_a").await else {
         return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
-    }
-    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let first = app.post_webhook(event("c_lock_a", "call.initiate")).await;
-    assert_eq!(first.status, 200, "{}", first.body);
+    };
 
     let mut holder = PgConnection::connect(&app.database_url).await.unwrap();
     let mut lock = PgConnection::connect(&app.database_url).await.unwrap();
@@ -232,9 +245,9 @@ async fn a_cancelled_write_fails_only_its_own_batch() {
         .unwrap();
     let (blocked, cancelled) = tokio::join!(
         app.post_webhook(event("c_lock_a", "call.in-progress")),
-        when_the_write_waits(&mut holder, "pg_cancel_backend(pid)")
+        when_writes_wait(&mut holder, "pg_cancel_backend(pid)", 1)
     );
-    assert!(cancelled, "the writer waited for the call's row");
+    assert!(cancelled > 0, "the writer waited for the call's row");
     assert_eq!(blocked.status, 503, "the cancelled batch's delivery");
     sea_orm::sqlx::raw_sql("ROLLBACK")
         .execute(&mut lock)
@@ -259,12 +272,9 @@ async fn a_cancelled_write_fails_only_its_own_batch() {
 /// runs again from a fresh load, so both changes stay.
 #[tokio::test]
 async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some(app) = postgres_app_with("c_race").await else {
         return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
-    }
-    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let first = app.post_webhook(event("c_race", "call.initiate")).await;
-    assert_eq!(first.status, 200, "{}", first.body);
+    };
 
     // Another writer's change, not committed yet: the batch loads the call
     // without it, then its write waits for the row.
@@ -343,22 +353,7 @@ async fn replicas_store_a_delivery_no_call_guards_once() {
             .await
             .unwrap();
         let release = async {
-            let mut waiting = 0;
-            for _ in 0..100 {
-                let row: (i64,) = sea_orm::sqlx::query_as(
-                    "SELECT count(*) FROM pg_stat_activity \
-                     WHERE datname = current_database() AND wait_event_type = 'Lock' \
-                     AND query LIKE '%event_clock%'",
-                )
-                .fetch_one(&mut holder)
-                .await
-                .unwrap();
-                waiting = row.0;
-                if waiting >= 2 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            let waiting = when_writes_wait(&mut holder, "pid", 2).await;
             sea_orm::sqlx::raw_sql("COMMIT")
                 .execute(&mut clock)
                 .await
@@ -396,12 +391,9 @@ async fn replicas_store_a_delivery_no_call_guards_once() {
 /// load, which starts the call anew from the delivery (version 1).
 #[tokio::test]
 async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some(app) = postgres_app_with("c_gone").await else {
         return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
-    }
-    let app = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let first = app.post_webhook(event("c_gone", "call.initiate")).await;
-    assert_eq!(first.status, 200, "{}", first.body);
+    };
 
     // Delete the call, not committed yet, holding the clock every write
     // takes first: the batch loads the call, then its write waits.
