@@ -2,6 +2,7 @@
 //! hands a parsed delivery to the writer that owns its call, the writer
 //! commits whatever is queued as one transaction, and only then answers.
 
+mod known;
 mod postgres;
 mod reprocess;
 mod rows;

@@ -19,6 +19,7 @@ use sea_orm::sqlx::pool::PoolConnection;
 use sea_orm::sqlx::{self, Connection, PgConnection, PgPool, Postgres, Row};
 use serde_json::Value;
 
+use super::known::Known;
 use super::store::{self, Input, Receipt};
 use crate::domain::{AttemptState, CallState, CallStatus, Changes, EventKind, StoredEvent};
 
@@ -45,6 +46,8 @@ pub(super) struct Writer {
     pool: PgPool,
     held: Option<(PoolConnection<Postgres>, Instant)>,
     conflicts: Counter,
+    /// The calls routed to this writer, as its commits left them.
+    known: Known,
 }
 
 impl Writer {
@@ -53,6 +56,7 @@ impl Writer {
             pool,
             held: None,
             conflicts,
+            known: Known::default(),
         }
     }
 
@@ -74,8 +78,21 @@ impl Writer {
         let mut races = 0;
         let result = loop {
             let serialized = races > 0 || unguarded(batch);
-            match store::commit_postgres(&mut conn, batch, serialized).await {
+            let result =
+                store::commit_postgres(&mut conn, batch, serialized, Some(&mut self.known)).await;
+            if result.is_err() {
+                // Whatever failed, the batch's calls are loaded again.
+                for (d, ..) in batch {
+                    if let Some(id) = &d.call_id {
+                        self.known.forget(id);
+                    }
+                }
+            }
+            match result {
                 Err(err) if lost_race(&err, races, serialized) => {
+                    if !serialized {
+                        self.known.distrust();
+                    }
                     races += 1;
                     self.conflicts.increment(1);
                     tracing::debug!(error = %err, races, "batch lost a race; running it again from its load");
@@ -129,12 +146,14 @@ pub(super) fn db_err(err: sqlx::Error) -> DbErr {
     DbErr::Custom(err.to_string())
 }
 
-/// The batch's calls with their current attempts (rows with `e_id` NULL),
-/// and the stored copies of its deliveries (dedupe; rows with `e_id` set,
-/// the call columns NULL), in one round trip. Stored copies are looked up:
-/// v1 by call and key (`webhook_event_dedupe`), v1 without a call by key
-/// (`webhook_event_callless`), v2 by the platform's event id
-/// (`webhook_event_upstream_id`, partial: hence `IS NOT NULL`).
+/// The calls `$1` with their current attempts (rows with `e_id` NULL), and
+/// stored deliveries (rows with `e_id` set, the call columns NULL): every
+/// one stored with one of those calls' ids, found through
+/// `webhook_event_dedupe (call_id, …)` (all of them, so that the writer can
+/// keep the calls as [`Known`]), and the batch's other possible copies:
+/// v1 without a call by key (`webhook_event_callless`), v2 by the
+/// platform's event id (`webhook_event_upstream_id`, partial: hence `IS NOT
+/// NULL`), in one round trip.
 const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
     c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, c.lifecycle_ended, \
     c.success, c.credits_used, c.created_at, c.updated_at, c.last_event_at, \
@@ -143,12 +162,11 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
     a.duration_seconds AS a_duration_seconds, a.recording_url AS a_recording_url, a.detail_url AS a_detail_url, \
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
     FROM call c JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count WHERE c.id = ANY($1)), \
-    s AS (SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
-    JOIN unnest($2::text[], $3::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
+    s AS (SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE call_id = ANY($1) \
     UNION SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
-    JOIN unnest($4::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
+    JOIN unnest($2::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
     UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
-    WHERE upstream_id = ANY($5) AND upstream_id IS NOT NULL) \
+    WHERE upstream_id = ANY($3) AND upstream_id IS NOT NULL) \
     SELECT c.*, NULL::int8 AS e_id, NULL::text AS e_call_id, NULL::int4 AS e_attempt_number, \
     NULL::text AS e_dedupe_key FROM c \
     UNION ALL SELECT c.*, s.id, s.call_id, s.attempt_number, s.dedupe_key FROM s LEFT JOIN c ON false";
@@ -255,35 +273,40 @@ SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
 ORDER BY ins.seq";
 
-/// What [`LOAD`] looks up for a batch: (calls, keys) of v1 deliveries
-/// with a call, keys of v1 deliveries without one, v2 event ids.
+/// What [`LOAD`] looks up besides its calls: the keys of v1 deliveries
+/// without a call, and the event ids of v2 deliveries.
 #[derive(Default)]
 pub(super) struct Lookups {
-    calls: Vec<String>,
-    keys: Vec<String>,
     callless: Vec<String>,
     upstream: Vec<String>,
 }
 
 impl Lookups {
-    pub(super) fn of(batch: &[super::store::Input<'_>]) -> Self {
+    /// For the batch's deliveries without a call, and those whose call
+    /// `loads` (the others' calls come with all their deliveries known).
+    pub(super) fn of(batch: &[super::store::Input<'_>], loads: impl Fn(&str) -> bool) -> Self {
         let mut this = Self::default();
         for (d, ..) in batch {
-            match (&d.upstream_id, &d.call_id) {
-                (Some(id), _) => this.upstream.push(id.clone()),
-                (None, Some(call)) => {
-                    this.calls.push(call.clone());
-                    this.keys.push(d.dedupe_key.clone());
-                }
-                (None, None) => this.callless.push(d.dedupe_key.clone()),
+            if d.call_id.as_deref().is_some_and(|id| !loads(id)) {
+                continue;
+            }
+            match &d.upstream_id {
+                Some(id) => this.upstream.push(id.clone()),
+                None if d.call_id.is_none() => this.callless.push(d.dedupe_key.clone()),
+                None => {}
             }
         }
         this
     }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.callless.is_empty() && self.upstream.is_empty()
+    }
 }
 
-/// The batch's calls (with their current attempts), their versions, and
-/// the stored copies of its deliveries.
+/// The calls `call_ids` (with their current attempts), their versions,
+/// every delivery stored with their ids, and the other stored copies
+/// `lookups` finds.
 pub(super) async fn load(
     conn: &mut PgConnection,
     call_ids: &[String],
@@ -291,8 +314,6 @@ pub(super) async fn load(
 ) -> Result<Loaded, sqlx::Error> {
     let rows = sqlx::query(LOAD)
         .bind(call_ids)
-        .bind(&lookups.calls)
-        .bind(&lookups.keys)
         .bind(&lookups.callless)
         .bind(&lookups.upstream)
         .fetch_all(&mut *conn)
@@ -333,7 +354,7 @@ pub(super) struct Loaded {
 /// `versions` (or a call not there when loaded is there now).
 pub(super) async fn write(
     conn: &mut PgConnection,
-    changes: Changes,
+    changes: &Changes,
     versions: &HashMap<String, i64>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let Changes {
@@ -361,7 +382,7 @@ pub(super) async fn write(
     // the same order.
     let mut c: Vec<&CallState> = calls.iter().collect();
     c.sort_unstable_by(|x, y| x.id.cmp(&y.id));
-    let a = &attempts;
+    let a = attempts;
     let (analyses_len, actions_len) = (analyses.len(), actions.len());
     let rows = sqlx::query(WRITE)
         .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())

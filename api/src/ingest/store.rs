@@ -5,7 +5,7 @@
 //! statement per row); the rows' values, and the multi-row writes
 //! `calltrail reprocess` uses, are here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::LazyLock;
 
 use chrono::{DateTime, Utc};
@@ -18,12 +18,13 @@ use sea_orm::{
 };
 use serde_json::Value;
 
+use super::known::{Known, Learned, Prior};
 use super::postgres;
 use super::rows::{self, Rows};
 use super::sqlite::SqliteStore;
 use crate::domain::{
-    ActionRow, AnalysisRow, AttemptState, CallState, Changes, Cost, Decision, Delivery, EventRef,
-    NewEvent, Projection, StoredEvent,
+    ActionRow, AnalysisRow, AttemptState, CallState, Changes, Cost, Decision, Delivery, EventKind,
+    EventRef, NewEvent, Projection, StoredEvent,
 };
 
 /// What the webhook answers for one delivery.
@@ -47,7 +48,7 @@ pub async fn commit_batch(
         DatabaseBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
             let mut conn = pool.acquire().await.map_err(postgres::db_err)?;
-            commit_postgres(&mut conn, batch, false)
+            commit_postgres(&mut conn, batch, false, None)
                 .await
                 .map_err(postgres::db_err)
         }
@@ -63,57 +64,143 @@ async fn commit_sqlite(
     SqliteStore::open_like(db).await?.commit(batch)
 }
 
-/// One batch on PostgreSQL, on `conn`: two round trips, load and write,
-/// the write committing on its own (`postgres.rs`). `serialized` (a batch
-/// that lost a race, or one no call version guards): in a transaction
-/// holding the `event_clock` row from before the load, so that no other
-/// write can come between.
+/// One batch on PostgreSQL, on `conn`: the load (skipped when `known`,
+/// trusted, knows all the batch's calls) and the write, which commits on its own
+/// (`postgres.rs`). `serialized` (a batch that lost a race, or one no call
+/// version guards): in a transaction holding the `event_clock` row from
+/// before the load, so that no other write can come between; it loads all
+/// its calls whatever `known` holds. What a committed batch wrote goes to
+/// `known`.
 pub(super) async fn commit_postgres(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
     serialized: bool,
+    mut known: Option<&mut Known>,
 ) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
     use sea_orm::sqlx::Connection;
-    if !serialized {
-        return load_apply_write(conn, batch).await;
+    let (receipts, learned) = if serialized {
+        // READ COMMITTED whatever the database's default: the load, a statement
+        // after the lock, must see what the lock's last holder committed.
+        let mut txn = conn
+            .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
+            .await?;
+        sea_orm::sqlx::query(postgres::SERIALIZE)
+            .execute(&mut *txn)
+            .await?;
+        let done = load_apply_write(&mut txn, batch, None).await?;
+        txn.commit().await?;
+        done
+    } else {
+        let trusted = known.as_deref_mut().filter(|k| k.trusted());
+        load_apply_write(conn, batch, trusted).await?
+    };
+    if let Some(known) = known {
+        known.learn(learned);
     }
-    // READ COMMITTED whatever the database's default: the load, a statement
-    // after the lock, must see what the lock's last holder committed.
-    let mut txn = conn
-        .begin_with("BEGIN ISOLATION LEVEL READ COMMITTED")
-        .await?;
-    sea_orm::sqlx::query(postgres::SERIALIZE)
-        .execute(&mut *txn)
-        .await?;
-    let receipts = load_apply_write(&mut txn, batch).await?;
-    txn.commit().await?;
     Ok(receipts)
+}
+
+/// Whether the first of `call`'s deliveries in the batch starts a call
+/// (`call.initiate`, v2 `call.queued`): its call is taken to be new rather
+/// than loaded, when not known.
+fn starts(batch: &[Input<'_>], call: &str) -> bool {
+    batch
+        .iter()
+        .find(|(d, ..)| d.call_id.as_deref() == Some(call))
+        .is_some_and(|(d, ..)| matches!(d.kind, EventKind::Initiate | EventKind::Queued))
 }
 
 async fn load_apply_write(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
-) -> Result<Vec<Receipt>, sea_orm::sqlx::Error> {
-    let call_ids: Vec<String> = batch
+    mut known: Option<&mut Known>,
+) -> Result<(Vec<Receipt>, Learned), sea_orm::sqlx::Error> {
+    let call_ids: BTreeSet<&str> = batch
         .iter()
-        .filter_map(|(d, ..)| d.call_id.clone())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
+        .filter_map(|(d, ..)| d.call_id.as_deref())
         .collect();
     let mut clock = Phases::start();
-    let loaded = postgres::load(conn, &call_ids, &postgres::Lookups::of(batch)).await?;
+    let (mut calls, mut stored, mut versions) = (Vec::new(), Vec::new(), HashMap::new());
+    let mut learned = Learned::default();
+    let mut to_load = Vec::new();
+    for id in call_ids {
+        if let Some(known) = known.as_deref_mut() {
+            if let Some(entry) = known.get(id) {
+                calls.push(entry.state.clone());
+                stored.extend(entry.events.iter().cloned());
+                versions.insert(id.to_owned(), entry.version);
+                learned.priors.push((id.to_owned(), Prior::Known));
+                continue;
+            }
+            if starts(batch, id) {
+                learned.priors.push((
+                    id.to_owned(),
+                    Prior::Read {
+                        state: None,
+                        version: 0,
+                        events: Vec::new(),
+                    },
+                ));
+                continue;
+            }
+        }
+        to_load.push(id.to_owned());
+    }
+    let lookups = postgres::Lookups::of(batch, |id| to_load.iter().any(|l| l == id));
+    if !to_load.is_empty() || !lookups.is_empty() {
+        let loaded = postgres::load(conn, &to_load, &lookups).await?;
+        for id in &to_load {
+            let state = loaded
+                .calls
+                .iter()
+                .find(|c| &c.id == id)
+                .cloned()
+                .map(Box::new);
+            let events = loaded
+                .stored
+                .iter()
+                .filter(|e| e.call_id.as_ref() == Some(id))
+                .cloned()
+                .collect();
+            let version = loaded.versions.get(id).copied().unwrap_or(0);
+            learned.priors.push((
+                id.clone(),
+                Prior::Read {
+                    state,
+                    version,
+                    events,
+                },
+            ));
+        }
+        calls.extend(loaded.calls);
+        stored.extend(loaded.stored);
+        versions.extend(loaded.versions);
+    }
     let load_us = clock.lap();
-    let (decisions, changes) = project(loaded.calls, loaded.stored, batch);
+    let (decisions, changes) = project(calls, stored, batch);
     let apply_us = clock.lap();
-    let ids = postgres::write(conn, changes, &loaded.versions).await?;
+    let ids = postgres::write(conn, &changes, &versions).await?;
     tracing::debug!(
         size = batch.len(),
+        loaded = to_load.len(),
         load_us,
         apply_us,
         write_us = clock.lap(),
         "postgres batch phases"
     );
-    Ok(receipts(decisions, &ids))
+    learned.touched = changes.calls;
+    learned.events = changes
+        .events
+        .into_iter()
+        .zip(&ids)
+        .map(|(e, &id)| StoredEvent {
+            id,
+            call_id: e.call_id,
+            attempt_number: e.attempt_number,
+            dedupe_key: e.dedupe_key,
+        })
+        .collect();
+    Ok((receipts(decisions, &ids), learned))
 }
 
 /// Microseconds between laps.

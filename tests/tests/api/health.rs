@@ -426,6 +426,91 @@ async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
     conflicts_are(&app, 1).await;
 }
 
+/// PostgreSQL: a writer keeps the calls it wrote, and a batch of calls it
+/// knows skips the load; a call changed since (by another replica, or by
+/// hand as here) is not overwritten with what the writer knew: the write
+/// fails on the call's version and runs again from a fresh load.
+#[tokio::test]
+async fn a_known_call_changed_elsewhere_is_written_again_from_a_fresh_load() {
+    let Some(app) = postgres_app_with("c_known").await else {
+        return; // PostgreSQL's writers: runs with TEST_DATABASE_URL.
+    };
+    app.db
+        .execute_unprepared(
+            "UPDATE call SET agent_id = 'agent_set_by_hand', version = version + 1 \
+             WHERE id = 'c_known'",
+        )
+        .await
+        .unwrap();
+
+    let answer = app.post_webhook(event("c_known", "call.in-progress")).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["duplicate"], false);
+    let row = app
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT status, agent_id, version FROM call WHERE id = 'c_known'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: String = row.try_get("", "status").unwrap();
+    let agent: Option<String> = row.try_get("", "agent_id").unwrap();
+    let version: i64 = row.try_get("", "version").unwrap();
+    assert_eq!(status, "IN_PROGRESS", "the delivery was applied");
+    assert_eq!(
+        agent.as_deref(),
+        Some("agent_set_by_hand"),
+        "not overwritten"
+    );
+    assert_eq!(version, 3, "created (1), by hand (2), the delivery (3)");
+    conflicts_are(&app, 1).await;
+
+    // And the call as it is now is what the writer goes on from.
+    let again = app.post_webhook(event("c_known", "call.in-progress")).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], true);
+    assert_eq!(again.body["eventId"], answer.body["eventId"]);
+    assert_eq!(app.count("webhook_event").await, 2);
+}
+
+/// PostgreSQL: a `call.initiate` for a call the writer does not know is
+/// written as starting a new call, without a load; when the call was
+/// already stored (by another replica here: a redelivery) the write fails
+/// on it and the batch runs again from a load, which finds the copy.
+#[tokio::test]
+async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
+    }
+    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    let start = fixture_lines("v1/happy-path.jsonl")[0].clone();
+    let stored = first.post_webhook(start.clone()).await;
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert_eq!(stored.body["duplicate"], false);
+
+    let again = second.post_webhook(start).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], true, "{}", again.body);
+    assert_eq!(again.body["eventId"], stored.body["eventId"]);
+    assert_eq!(first.count("webhook_event").await, 1);
+    let row = first
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            first.db.get_database_backend(),
+            "SELECT count(*) AS calls, max(version) AS version FROM call",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let calls: i64 = row.try_get("", "calls").unwrap();
+    let version: i64 = row.try_get("", "version").unwrap();
+    assert_eq!((calls, version), (1, 1), "the call written once");
+    conflicts_are(&second, 1).await;
+}
+
 /// One read connection is enough for GraphQL: on PostgreSQL the connection
 /// that LISTENs for other replicas' commits is not taken from it.
 #[tokio::test]
