@@ -232,3 +232,43 @@ async fn a_delivery_without_a_call_sent_again_later_is_a_duplicate() {
     })
     .await;
 }
+
+/// Once a call's lifecycle ended, its deliveries repeat anywhere in the
+/// call (CONTRACT §2): a whole lifecycle over three attempts sent again
+/// stores nothing, each copy answered with the id of the first delivery
+/// of those bytes (the three `call.initiate`s are the same bytes). On
+/// PostgreSQL the writer knows the call by then and does not load it, so
+/// this checks that it knows every delivery stored for it.
+#[tokio::test]
+async fn a_lifecycle_sent_again_after_it_ended_stores_nothing() {
+    calltrail_tests::on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
+        let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
+        let mut ids = Vec::new();
+        for line in &lines {
+            let answer = app.post_webhook(line.clone()).await;
+            assert_eq!(answer.status, 200, "{backend:?}: {}", answer.body);
+            assert_eq!(answer.body["duplicate"], false, "{backend:?}");
+            ids.push(answer.event_id());
+        }
+        for line in &lines {
+            let first = lines.iter().position(|l| l == line).unwrap();
+            let again = app.post_webhook(line.clone()).await;
+            assert_eq!(again.status, 200, "{backend:?}: {}", again.body);
+            assert_eq!(
+                again.body["duplicate"],
+                true,
+                "{backend:?} batch {batch}: {}",
+                String::from_utf8_lossy(line)
+            );
+            assert_eq!(again.event_id(), ids[first], "{backend:?}");
+        }
+        assert_eq!(
+            app.count("webhook_event").await,
+            lines.len() as i64,
+            "{backend:?}"
+        );
+        assert_eq!(app.count("attempt").await, 3, "{backend:?}");
+    })
+    .await;
+}
