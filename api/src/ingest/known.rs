@@ -87,6 +87,10 @@ impl Known {
         self.old.remove(id);
     }
 
+    pub(super) fn contains(&self, id: &str) -> bool {
+        self.young.contains_key(id) || self.old.contains_key(id)
+    }
+
     /// What a committed batch taught: its calls' new states and versions,
     /// and the deliveries it stored.
     pub(super) fn learn(&mut self, learned: Learned) {
@@ -105,39 +109,29 @@ impl Known {
         }
         for (id, prior) in priors {
             let state = touched.remove(&id);
-            let written = i64::from(state.is_some());
             let new = stored.remove(&id).unwrap_or_default();
             match prior {
                 Prior::Known => {
                     let Some(entry) = self.get(&id) else { continue };
                     if let Some(state) = state {
                         entry.state = state;
+                        entry.version += 1;
                     }
-                    entry.version += written;
                     entry.events.extend(new);
                     if entry.events.len() > MAX_EVENTS {
                         self.forget(&id);
                     }
                 }
-                Prior::Read {
-                    state: before,
-                    version,
-                    mut events,
-                } => {
-                    // A call neither there nor written stays unknown.
-                    let Some(state) = state.or(before.map(|b| *b)) else {
-                        continue;
-                    };
-                    events.extend(new);
-                    let version = version + written;
-                    self.insert(
-                        id,
-                        Entry {
+                // Started by this batch: known if it was written.
+                Prior::New => {
+                    if let Some(state) = state {
+                        let entry = Entry {
                             state,
-                            version,
-                            events,
-                        },
-                    );
+                            version: 1,
+                            events: new,
+                        };
+                        self.insert(id, entry);
+                    }
                 }
             }
         }
@@ -152,16 +146,13 @@ impl Known {
 /// Where a batch's idea of one of its calls came from.
 #[derive(Debug)]
 pub(super) enum Prior {
-    /// From [`Known`]: updated in place.
+    /// [`Known`] (taken from it, or loaded at the version it knows):
+    /// updated in place.
     Known,
-    /// Read from the database (`state` None: not there; `version` 0), or
-    /// taken to be new (a batch that starts the call: not there, no
-    /// deliveries; if wrong, the write fails on the call's version).
-    Read {
-        state: Option<Box<CallState>>,
-        version: i64,
-        events: Vec<StoredEvent>,
-    },
+    /// Taken to be new (the batch starts it): not loaded, no deliveries
+    /// stored for it. If it was there after all, the write fails on its
+    /// version.
+    New,
 }
 
 /// What a batch knows of its calls before it is applied, and what it

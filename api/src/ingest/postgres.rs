@@ -147,13 +147,12 @@ pub(super) fn db_err(err: sqlx::Error) -> DbErr {
 }
 
 /// The calls `$1` with their current attempts (rows with `e_id` NULL), and
-/// stored deliveries (rows with `e_id` set, the call columns NULL): every
-/// one stored with one of those calls' ids, found through
-/// `webhook_event_dedupe (call_id, …)` (all of them, so that the writer can
-/// keep the calls as [`Known`]), and the batch's other possible copies:
-/// v1 without a call by key (`webhook_event_callless`), v2 by the
-/// platform's event id (`webhook_event_upstream_id`, partial: hence `IS NOT
-/// NULL`), in one round trip.
+/// the stored copies of the batch's deliveries (rows with `e_id` set, the
+/// call columns NULL, oldest first: a duplicate repeats the first copy),
+/// in one round trip. Stored copies are looked up: v1 by call and key
+/// (`webhook_event_dedupe`), v1 without a call by key
+/// (`webhook_event_callless`), v2 by the platform's event id
+/// (`webhook_event_upstream_id`, partial: hence `IS NOT NULL`).
 const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.started_at, c.ended_at, c.duration_seconds, \
     c.recording_url, c.detail_url, c.re_attempt_count, c.rescheduled_count, c.final_status, c.lifecycle_ended, \
     c.success, c.credits_used, c.created_at, c.updated_at, c.last_event_at, \
@@ -162,14 +161,16 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
     a.duration_seconds AS a_duration_seconds, a.recording_url AS a_recording_url, a.detail_url AS a_detail_url, \
     a.credits_used AS a_credits_used, a.created_at AS a_created_at, a.updated_at AS a_updated_at \
     FROM call c JOIN attempt a ON a.call_id = c.id AND a.number = c.attempt_count WHERE c.id = ANY($1)), \
-    s AS (SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event WHERE call_id = ANY($1) \
+    s AS (SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
+    JOIN unnest($2::text[], $3::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
     UNION SELECT e.id, e.call_id, e.attempt_number, e.dedupe_key FROM webhook_event e \
-    JOIN unnest($2::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
+    JOIN unnest($4::text[]) AS k(key) ON e.call_id IS NULL AND e.dedupe_key = k.key \
     UNION SELECT id, call_id, attempt_number, dedupe_key FROM webhook_event \
-    WHERE upstream_id = ANY($3) AND upstream_id IS NOT NULL) \
+    WHERE upstream_id = ANY($5) AND upstream_id IS NOT NULL) \
     SELECT c.*, NULL::int8 AS e_id, NULL::text AS e_call_id, NULL::int4 AS e_attempt_number, \
     NULL::text AS e_dedupe_key FROM c \
-    UNION ALL SELECT c.*, s.id, s.call_id, s.attempt_number, s.dedupe_key FROM s LEFT JOIN c ON false";
+    UNION ALL SELECT c.*, s.id, s.call_id, s.attempt_number, s.dedupe_key FROM s LEFT JOIN c ON false \
+    ORDER BY e_id NULLS FIRST";
 
 /// A batch's writes in one statement, sent outside any transaction block:
 /// it commits on its own (PostgreSQL answers only after the commit, so a
@@ -232,7 +233,7 @@ const WRITE: &str = "WITH clock AS (
         to_number = EXCLUDED.to_number, agent_id = EXCLUDED.agent_id, ended_reason = EXCLUDED.ended_reason,
         cost_amount = EXCLUDED.cost_amount, cost_per_minute = EXCLUDED.cost_per_minute,
         cost_currency = EXCLUDED.cost_currency, version = EXCLUDED.version
-        WHERE call.version = EXCLUDED.version - 1
+        WHERE call.version = EXCLUDED.version - 1 AND call.created_at = EXCLUDED.created_at
     RETURNING xmax = 0 AS inserted, version
 ), attempts AS (
     INSERT INTO attempt (call_id, number, status, connected, started_at, ended_at, duration_seconds, recording_url,
@@ -273,40 +274,45 @@ SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
 ORDER BY ins.seq";
 
-/// What [`LOAD`] looks up besides its calls: the keys of v1 deliveries
-/// without a call, and the event ids of v2 deliveries.
+/// What [`LOAD`] looks up for a batch: (calls, keys) of v1 deliveries
+/// with a call, keys of v1 deliveries without one, v2 event ids.
 #[derive(Default)]
 pub(super) struct Lookups {
+    calls: Vec<String>,
+    keys: Vec<String>,
     callless: Vec<String>,
     upstream: Vec<String>,
 }
 
 impl Lookups {
     /// For the batch's deliveries without a call, and those whose call
-    /// `loads` (the others' calls come with all their deliveries known).
+    /// `loads` (the others' calls are known, with their deliveries, or
+    /// start with this batch).
     pub(super) fn of(batch: &[super::store::Input<'_>], loads: impl Fn(&str) -> bool) -> Self {
         let mut this = Self::default();
         for (d, ..) in batch {
             if d.call_id.as_deref().is_some_and(|id| !loads(id)) {
                 continue;
             }
-            match &d.upstream_id {
-                Some(id) => this.upstream.push(id.clone()),
-                None if d.call_id.is_none() => this.callless.push(d.dedupe_key.clone()),
-                None => {}
+            match (&d.upstream_id, &d.call_id) {
+                (Some(id), _) => this.upstream.push(id.clone()),
+                (None, Some(call)) => {
+                    this.calls.push(call.clone());
+                    this.keys.push(d.dedupe_key.clone());
+                }
+                (None, None) => this.callless.push(d.dedupe_key.clone()),
             }
         }
         this
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.callless.is_empty() && self.upstream.is_empty()
+        self.calls.is_empty() && self.callless.is_empty() && self.upstream.is_empty()
     }
 }
 
 /// The calls `call_ids` (with their current attempts), their versions,
-/// every delivery stored with their ids, and the other stored copies
-/// `lookups` finds.
+/// and the stored copies `lookups` finds.
 pub(super) async fn load(
     conn: &mut PgConnection,
     call_ids: &[String],
@@ -314,6 +320,8 @@ pub(super) async fn load(
 ) -> Result<Loaded, sqlx::Error> {
     let rows = sqlx::query(LOAD)
         .bind(call_ids)
+        .bind(&lookups.calls)
+        .bind(&lookups.keys)
         .bind(&lookups.callless)
         .bind(&lookups.upstream)
         .fetch_all(&mut *conn)

@@ -65,12 +65,12 @@ async fn commit_sqlite(
 }
 
 /// One batch on PostgreSQL, on `conn`: the load (skipped when `known`,
-/// trusted, knows all the batch's calls) and the write, which commits on its own
-/// (`postgres.rs`). `serialized` (a batch that lost a race, or one no call
-/// version guards): in a transaction holding the `event_clock` row from
-/// before the load, so that no other write can come between; it loads all
-/// its calls whatever `known` holds. What a committed batch wrote goes to
-/// `known`.
+/// trusted, knows all the batch's calls, or they start with it) and the
+/// write, which commits on its own (`postgres.rs`). `serialized` (a batch
+/// that lost a race, or one no call version guards): in a transaction
+/// holding the `event_clock` row from before the load, so that no other
+/// write can come between; it loads all its calls whatever `known` holds.
+/// What a committed batch wrote goes to `known`.
 pub(super) async fn commit_postgres(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
@@ -87,17 +87,45 @@ pub(super) async fn commit_postgres(
         sea_orm::sqlx::query(postgres::SERIALIZE)
             .execute(&mut *txn)
             .await?;
-        let done = load_apply_write(&mut txn, batch, None).await?;
+        let done = load_apply_write(&mut txn, batch, known.as_deref_mut(), Trust::Nothing)
+            .await?
+            .ok_or_else(loaded_yet_unwritten)?;
         txn.commit().await?;
         done
     } else {
-        let trusted = known.as_deref_mut().filter(|k| k.trusted());
-        load_apply_write(conn, batch, trusted).await?
+        let trust = match known.as_deref() {
+            Some(k) if k.trusted() => Trust::Known,
+            _ => Trust::Starts,
+        };
+        let done = load_apply_write(conn, batch, known.as_deref_mut(), trust).await?;
+        match done {
+            Some(done) => done,
+            // A known call the batch would not write: loaded after all.
+            None => load_apply_write(conn, batch, known.as_deref_mut(), Trust::Starts)
+                .await?
+                .ok_or_else(loaded_yet_unwritten)?,
+        }
     };
     if let Some(known) = known {
         known.learn(learned);
     }
     Ok(receipts)
+}
+
+/// [`load_apply_write`] declines only calls it did not load.
+fn loaded_yet_unwritten() -> sea_orm::sqlx::Error {
+    sea_orm::sqlx::Error::Protocol("a batch that loaded its calls declined to write them".into())
+}
+
+/// What a batch may take from [`Known`] instead of loading it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trust {
+    /// Known calls, and calls it starts (taken to be new).
+    Known,
+    /// Calls it starts only.
+    Starts,
+    /// Nothing: every call is loaded.
+    Nothing,
 }
 
 /// Whether the first of `call`'s deliveries in the batch starts a call
@@ -110,11 +138,18 @@ fn starts(batch: &[Input<'_>], call: &str) -> bool {
         .is_some_and(|(d, ..)| matches!(d.kind, EventKind::Initiate | EventKind::Queued))
 }
 
+/// Load what `trust` does not take from `known`, apply, write. `None`,
+/// writing nothing, when a call taken from `known` would not be written
+/// (every delivery of it a duplicate, or of a kind calltrail does not
+/// know): only a write checks a call's version, so what the batch answers
+/// about such a call (a duplicate of which delivery, at which attempt)
+/// must come from a load.
 async fn load_apply_write(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
     mut known: Option<&mut Known>,
-) -> Result<(Vec<Receipt>, Learned), sea_orm::sqlx::Error> {
+    trust: Trust,
+) -> Result<Option<(Vec<Receipt>, Learned)>, sea_orm::sqlx::Error> {
     let call_ids: BTreeSet<&str> = batch
         .iter()
         .filter_map(|(d, ..)| d.call_id.as_deref())
@@ -122,25 +157,22 @@ async fn load_apply_write(
     let mut clock = Phases::start();
     let (mut calls, mut stored, mut versions) = (Vec::new(), Vec::new(), HashMap::new());
     let mut learned = Learned::default();
+    let mut from_known = Vec::new();
     let mut to_load = Vec::new();
     for id in call_ids {
         if let Some(known) = known.as_deref_mut() {
-            if let Some(entry) = known.get(id) {
+            if trust == Trust::Known
+                && let Some(entry) = known.get(id)
+            {
                 calls.push(entry.state.clone());
                 stored.extend(entry.events.iter().cloned());
                 versions.insert(id.to_owned(), entry.version);
                 learned.priors.push((id.to_owned(), Prior::Known));
+                from_known.push(id);
                 continue;
             }
-            if starts(batch, id) {
-                learned.priors.push((
-                    id.to_owned(),
-                    Prior::Read {
-                        state: None,
-                        version: 0,
-                        events: Vec::new(),
-                    },
-                ));
+            if trust != Trust::Nothing && !known.contains(id) && starts(batch, id) {
+                learned.priors.push((id.to_owned(), Prior::New));
                 continue;
             }
         }
@@ -149,28 +181,21 @@ async fn load_apply_write(
     let lookups = postgres::Lookups::of(batch, |id| to_load.iter().any(|l| l == id));
     if !to_load.is_empty() || !lookups.is_empty() {
         let loaded = postgres::load(conn, &to_load, &lookups).await?;
-        for id in &to_load {
-            let state = loaded
-                .calls
-                .iter()
-                .find(|c| &c.id == id)
-                .cloned()
-                .map(Box::new);
-            let events = loaded
-                .stored
-                .iter()
-                .filter(|e| e.call_id.as_ref() == Some(id))
-                .cloned()
-                .collect();
-            let version = loaded.versions.get(id).copied().unwrap_or(0);
-            learned.priors.push((
-                id.clone(),
-                Prior::Read {
-                    state,
-                    version,
-                    events,
-                },
-            ));
+        if let Some(known) = known {
+            // A known call loaded as known (its version, and its creation:
+            // a call deleted and started again restarts its versions)
+            // stays known; otherwise it is forgotten.
+            for id in &to_load {
+                let Some(entry) = known.get(id) else { continue };
+                let same = |c: &&CallState| c.id == *id && c.created_at == entry.state.created_at;
+                if loaded.versions.get(id) == Some(&entry.version)
+                    && loaded.calls.iter().any(|c| same(&c))
+                {
+                    learned.priors.push((id.clone(), Prior::Known));
+                } else {
+                    known.forget(id);
+                }
+            }
         }
         calls.extend(loaded.calls);
         stored.extend(loaded.stored);
@@ -178,6 +203,12 @@ async fn load_apply_write(
     }
     let load_us = clock.lap();
     let (decisions, changes) = project(calls, stored, batch);
+    if from_known
+        .iter()
+        .any(|id| !changes.calls.iter().any(|c| c.id == *id))
+    {
+        return Ok(None);
+    }
     let apply_us = clock.lap();
     let ids = postgres::write(conn, &changes, &versions).await?;
     tracing::debug!(
@@ -200,7 +231,7 @@ async fn load_apply_write(
             dedupe_key: e.dedupe_key,
         })
         .collect();
-    Ok((receipts(decisions, &ids), learned))
+    Ok(Some((receipts(decisions, &ids), learned)))
 }
 
 /// Microseconds between laps.

@@ -511,6 +511,91 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     conflicts_are(&second, 1).await;
 }
 
+/// PostgreSQL: what a writer knows of a call is not enough to call a
+/// delivery a duplicate, since only a write checks the call's version.
+/// Here the platform retries a call: the retry's `call.initiate` repeats
+/// the first attempt's bytes. The first server knows the call from that
+/// first `call.initiate`, but the other server stored the `call.no-answer`
+/// that ended attempt 1, so the retry opens attempt 2.
+#[tokio::test]
+async fn a_known_call_is_loaded_before_a_delivery_is_called_a_duplicate() {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
+    }
+    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    let lines = fixture_lines("v1/retry-no-answer-busy.jsonl");
+    assert_eq!(
+        lines[0], lines[2],
+        "the retry repeats the first call.initiate"
+    );
+    first.post_all(&lines[..1]).await;
+    second.post_all(&lines[1..2]).await;
+
+    let retry = first.post_webhook(lines[2].clone()).await;
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    assert_eq!(retry.body["duplicate"], false, "{}", retry.body);
+    assert_eq!(first.count("webhook_event").await, 3);
+    assert_eq!(
+        first.count("attempt").await,
+        2,
+        "the retry opened attempt 2"
+    );
+}
+
+/// PostgreSQL: a call deleted and started again elsewhere restarts its
+/// versions, so a writer that knew the old call at the same version must
+/// not take it for the same call: the write also checks when the call was
+/// created, fails, and runs again from a load, keeping the new call's
+/// metadata.
+#[tokio::test]
+async fn a_known_call_deleted_and_started_again_elsewhere_is_not_overwritten() {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
+    }
+    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    first.post_all(&[event("c_again", "call.initiate")]).await;
+    first
+        .db
+        .execute_unprepared(
+            "DELETE FROM attempt WHERE call_id = 'c_again'; DELETE FROM call WHERE id = 'c_again'",
+        )
+        .await
+        .unwrap();
+    let again = serde_json::to_vec(&json!({
+        "metadata": {"started_by": "second"},
+        "event": {"type": "call.initiate", "data": {"call": {"id": "c_again"}}}
+    }))
+    .unwrap();
+    second.post_all(&[again]).await;
+
+    let answer = first
+        .post_webhook(event("c_again", "call.in-progress"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let row = first
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            first.db.get_database_backend(),
+            "SELECT status, metadata->>'started_by' AS started_by, version FROM call WHERE id = 'c_again'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let status: String = row.try_get("", "status").unwrap();
+    let started_by: Option<String> = row.try_get("", "started_by").unwrap();
+    let version: i64 = row.try_get("", "version").unwrap();
+    assert_eq!(status, "IN_PROGRESS");
+    assert_eq!(
+        started_by.as_deref(),
+        Some("second"),
+        "the new call's metadata kept"
+    );
+    assert_eq!(version, 2);
+    conflicts_are(&first, 1).await;
+}
+
 /// One read connection is enough for GraphQL: on PostgreSQL the connection
 /// that LISTENs for other replicas' commits is not taken from it.
 #[tokio::test]
