@@ -14,8 +14,10 @@
 //! loses a race (calls changed elsewhere: replicas sharing calls, say)
 //! loads every batch for the next [`DISTRUST`], as it would without it.
 //!
-//! Bounded: two generations of at most half [`CAPACITY`] calls each; a
-//! call used is moved to the young one, and when that is full the old one
+//! Bounded: [`CAPACITY`] calls shared by a server's writers (~4–5 KB each
+//! with `simulate`'s calls: the load benchmark's burst, ~9,600 calls known,
+//! added ~43 MB), in two generations of at most half a writer's share each;
+//! a call used is moved to the young one, and when that is full the old one
 //! is dropped. A call with more stored deliveries than [`MAX_EVENTS`] is not
 //! kept (each of its batches loads it).
 
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::domain::{CallState, StoredEvent};
 
-/// Calls a writer keeps, at most (~1–2 KB each with their deliveries).
+/// Calls a server's writers keep, at most, together.
 pub(super) const CAPACITY: usize = 10_000;
 
 /// Stored deliveries a known call may have.
@@ -42,14 +44,25 @@ pub(super) struct Entry {
     pub(super) events: Vec<StoredEvent>,
 }
 
-#[derive(Default)]
 pub(super) struct Known {
     young: HashMap<String, Entry>,
     old: HashMap<String, Entry>,
+    /// Calls at most (twice a generation's).
+    capacity: usize,
     distrusted_until: Option<Instant>,
 }
 
 impl Known {
+    /// One writer's share of [`CAPACITY`], `writers` sharing it.
+    pub(super) fn new(writers: usize) -> Self {
+        Self {
+            young: HashMap::new(),
+            old: HashMap::new(),
+            capacity: (CAPACITY / writers.max(1)).max(2),
+            distrusted_until: None,
+        }
+    }
+
     /// Whether batches may skip loading what is known (see [`DISTRUST`]).
     pub(super) fn trusted(&self) -> bool {
         self.distrusted_until
@@ -76,7 +89,7 @@ impl Known {
             return;
         }
         self.old.remove(&id);
-        if self.young.len() >= CAPACITY / 2 && !self.young.contains_key(&id) {
+        if self.young.len() >= self.capacity / 2 && !self.young.contains_key(&id) {
             self.old = std::mem::take(&mut self.young);
         }
         self.young.insert(id, entry);
@@ -189,7 +202,7 @@ mod tests {
 
     #[test]
     fn keeps_at_most_its_capacity_and_the_calls_used_last() {
-        let mut known = Known::default();
+        let mut known = Known::new(1);
         known.insert("kept".into(), entry("kept", 1));
         for n in 0..CAPACITY * 2 {
             known.insert(format!("c{n}"), entry("c", 1));
@@ -200,11 +213,20 @@ mod tests {
         assert!(known.get("c0").is_none(), "the oldest are dropped");
         let last = format!("c{}", CAPACITY * 2 - 1);
         assert!(known.get(&last).is_some(), "the newest are kept");
+        let mut shared = Known::new(4);
+        for n in 0..CAPACITY {
+            shared.insert(format!("c{n}"), entry("c", 1));
+        }
+        assert!(
+            shared.len() <= CAPACITY / 4,
+            "{}: a quarter each",
+            shared.len()
+        );
     }
 
     #[test]
     fn forgets_a_call_with_too_many_deliveries() {
-        let mut known = Known::default();
+        let mut known = Known::new(1);
         known.insert("c".into(), entry("c", 1));
         known.insert("c".into(), entry("c", MAX_EVENTS + 1));
         assert!(known.get("c").is_none());

@@ -87,7 +87,11 @@ impl Ingestor {
             for _ in 0..writers.max(1) {
                 let (tx, rx) = mpsc::channel(queue);
                 let pool = db.get_postgres_connection_pool().clone();
-                let store = Store::Postgres(postgres::Writer::new(pool, metrics.conflicts.clone()));
+                let store = Store::Postgres(postgres::Writer::new(
+                    pool,
+                    metrics.conflicts.clone(),
+                    writers.max(1),
+                ));
                 queues.push(tx);
                 tasks.push(tokio::spawn(run_writer(
                     store,

@@ -51,12 +51,13 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn new(pool: PgPool, conflicts: Counter) -> Self {
+    /// One of `writers` writers on `pool`.
+    pub(super) fn new(pool: PgPool, conflicts: Counter, writers: usize) -> Self {
         Self {
             pool,
             held: None,
             conflicts,
-            known: Known::default(),
+            known: Known::new(writers),
         }
     }
 
