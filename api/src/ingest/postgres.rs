@@ -1,9 +1,10 @@
 //! The PostgreSQL side of a batch: two statements with fixed text (rows
 //! travel as arrays through `unnest`), each prepared once per connection,
-//! so a batch costs two round trips whatever its size: load (calls, with
-//! their versions, and stored copies), then write, one statement that
-//! commits on its own. The write replaces a call only if its `version` is
-//! still the one loaded; otherwise the statement fails whole (SQLSTATE
+//! so a batch costs at most two round trips whatever its size: load (calls,
+//! with their versions, and stored copies; skipped for calls the writer
+//! knows, `known.rs`), then write, one statement that commits on its own.
+//! The write replaces a call only if its `version` (and `created_at`) is
+//! still the one loaded or known; otherwise the statement fails whole (SQLSTATE
 //! 40001, raised by `calltrail_call_changed`) and [`Writer`] runs the
 //! batch again from its load, serialized this time ([`SERIALIZE`]); so
 //! does a batch no call version guards ([`unguarded`]). Each writer holds
@@ -185,8 +186,9 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
 /// there. Every row lock the statement takes comes after the `event_clock`
 /// row's (calls and attempts read `clock` too), and calls are locked in id
 /// order, so two writes never deadlock. A call is replaced only if its
-/// `version` is still the one loaded (`$67` is that plus one; a call not
-/// there when loaded: 1), and `calltrail_call_changed` fails the statement
+/// `version` is still the one loaded or known (`$67` is that plus one; a
+/// call not there when loaded, or new: 1) and its `created_at` too (a call
+/// deleted and started again restarts its versions), and `calltrail_call_changed` fails the statement
 /// unless every call was written as loaded: updated from its version, or
 /// inserted when it was not there (`xmax = 0`: a row this statement
 /// inserted, as PostgreSQL's heap storage marks it, not a documented
