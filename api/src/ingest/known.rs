@@ -10,9 +10,12 @@
 //! runs again from a fresh load (`postgres.rs`). Knowledge is only ever
 //! learned from a committed batch, and a failed batch forgets its calls.
 //!
-//! Trusted only while it does not fail: a writer whose optimistic batch
-//! loses a race (calls changed elsewhere: replicas sharing calls, say)
-//! loads every batch for the next [`DISTRUST`], as it would without it.
+//! Trusted only while it does not fail: a writer whose batch took a known
+//! call and lost a race (calls changed elsewhere: replicas sharing calls,
+//! say) loads every batch for the next [`DISTRUST`], as it would without
+//! it, starting calls still without a load. A wrong guess of a new call
+//! (a `call.initiate` retried for a call stored before this writer's start,
+//! or by another replica) costs that batch a run again, nothing more.
 //!
 //! Bounded: [`CAPACITY`] calls shared by a server's writers (~4–5 KB each
 //! with `simulate`'s calls: the load benchmark's burst, ~9,600 calls known,
@@ -69,7 +72,8 @@ impl Known {
             .is_none_or(|until| Instant::now() >= until)
     }
 
-    /// An optimistic batch lost a race: load every batch for a while.
+    /// A batch that took known calls lost a race: load every batch for a
+    /// while.
     pub(super) fn distrust(&mut self) {
         self.distrusted_until = Some(Instant::now() + DISTRUST);
     }

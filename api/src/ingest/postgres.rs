@@ -80,6 +80,16 @@ impl Writer {
         let mut races = 0;
         let result = loop {
             let serialized = races > 0 || unguarded(batch);
+            // Whether the batch may take calls from what is known (a race
+            // it loses then says calls change elsewhere; a wrong guess of
+            // a new call does not).
+            let from_known = !serialized
+                && self.known.trusted()
+                && batch.iter().any(|(d, ..)| {
+                    d.call_id
+                        .as_deref()
+                        .is_some_and(|id| self.known.contains(id))
+                });
             let result =
                 store::commit_postgres(&mut conn, batch, serialized, Some(&mut self.known)).await;
             if result.is_err() {
@@ -92,7 +102,7 @@ impl Writer {
             }
             match result {
                 Err(err) if lost_race(&err, races, serialized) => {
-                    if !serialized {
+                    if from_known {
                         self.known.distrust();
                     }
                     races += 1;

@@ -473,6 +473,16 @@ async fn a_known_call_changed_elsewhere_is_written_again_from_a_fresh_load() {
     assert_eq!(again.body["duplicate"], true);
     assert_eq!(again.body["eventId"], answer.body["eventId"]);
     assert_eq!(app.count("webhook_event").await, 2);
+
+    // Having lost a race with what it knew, the writer loads every batch
+    // for a while: another change by hand costs no conflict.
+    app.db
+        .execute_unprepared("UPDATE call SET version = version + 1 WHERE id = 'c_known'")
+        .await
+        .unwrap();
+    let ended = app.post_webhook(event("c_known", "call.ended")).await;
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    conflicts_are(&app, 1).await;
 }
 
 /// PostgreSQL: a `call.initiate` for a call the writer does not know is
@@ -509,6 +519,35 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     let version: i64 = row.try_get("", "version").unwrap();
     assert_eq!((calls, version), (1, 1), "the call written once");
     conflicts_are(&second, 1).await;
+
+    // A wrong guess is no reason to stop trusting what is known: a call
+    // the second server starts, then changed by hand, costs a conflict.
+    second
+        .post_all(&[event("c_guessed", "call.initiate")])
+        .await;
+    second
+        .db
+        .execute_unprepared(
+            "UPDATE call SET agent_id = 'by_hand', version = version + 1 WHERE id = 'c_guessed'",
+        )
+        .await
+        .unwrap();
+    let answer = second
+        .post_webhook(event("c_guessed", "call.in-progress"))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    conflicts_are(&second, 2).await;
+    let row = second
+        .db
+        .query_one_raw(sea_orm::Statement::from_string(
+            second.db.get_database_backend(),
+            "SELECT agent_id FROM call WHERE id = 'c_guessed'",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let agent: Option<String> = row.try_get("", "agent_id").unwrap();
+    assert_eq!(agent.as_deref(), Some("by_hand"));
 }
 
 /// PostgreSQL: what a writer knows of a call is not enough to call a
