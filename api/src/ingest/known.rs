@@ -1,30 +1,36 @@
-//! What a PostgreSQL writer knows of the calls routed to it: each call's
-//! state and `version` as its last commit left them, and every delivery
-//! stored for it (dedupe needs them all: v1 bytes repeat within an attempt,
-//! or anywhere in the call once its lifecycle ended). A batch whose calls
-//! are all known skips the load and goes straight to its write, one round
-//! trip instead of two. Nothing here has to be true: the write replaces a
-//! call only at the version it names and the unique indexes refuse a
-//! delivery stored twice, so a call that changed elsewhere (another
-//! replica, `calltrail reprocess`, manual SQL) fails the write, which then
-//! runs again from a fresh load (`postgres.rs`). Knowledge is only ever
-//! learned from a committed batch, and a failed batch forgets its calls.
+//! What a PostgreSQL writer knows of the calls routed to it: each call it
+//! started, with its state and `version` as its last commit left them, and
+//! every delivery stored for it (dedupe needs them all: v1 bytes repeat
+//! within an attempt, or anywhere in the call once its lifecycle ended). A
+//! batch whose calls are all known (or start with it) skips the load and
+//! goes straight to its write, one round trip instead of two. Nothing here
+//! has to be true: the write replaces a call only at the version and
+//! creation it names and the unique indexes refuse a delivery stored twice,
+//! so a call that changed elsewhere (another replica, `calltrail
+//! reprocess`, manual SQL) fails the write, which then runs again from a
+//! fresh load (`postgres.rs`); and a batch in which a known call would not
+//! be written loads it (`store.rs`). Knowledge is only ever learned from a
+//! committed batch; a batch that failed for another reason than a lost race
+//! forgets its calls.
 //!
-//! Trusted only while it does not fail: a writer whose batch took a known
-//! call and lost a race (calls changed elsewhere: replicas sharing calls,
-//! say) loads every batch for the next [`DISTRUST`], as it would without
-//! it, starting calls still without a load. A wrong guess of a new call
-//! (a `call.initiate` retried for a call stored before this writer's start,
-//! or by another replica) costs that batch a run again, nothing more.
+//! Trusted while loads agree with it: when a load finds a known call at
+//! another version or creation than known (someone else wrote it: replicas
+//! sharing calls, say), the writer forgets it and loads every batch for
+//! the next [`DISTRUST`], as it would without known calls, starting calls
+//! still without a load. A wrong guess of a new call (a `call.initiate`
+//! retried for a call stored before this writer started, or by another
+//! replica) costs its batch a run again, and the call is remembered as
+//! stored ([`Known::exists`]), so its next retry is not taken for new.
 //!
 //! Bounded: [`CAPACITY`] calls shared by a server's writers (~4–5 KB each
 //! with `simulate`'s calls: the load benchmark's burst, ~9,600 calls known,
 //! added ~43 MB), in two generations of at most half a writer's share each;
 //! a call used is moved to the young one, and when that is full the old one
-//! is dropped. A call with more stored deliveries than [`MAX_EVENTS`] is not
-//! kept (each of its batches loads it).
+//! is dropped. A call with more stored deliveries than [`MAX_EVENTS`], or
+//! metadata larger than [`MAX_METADATA`], is not kept (each of its batches
+//! loads it): at most ~20 KB a call, ~200 MB for a full cache of such calls.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::domain::{CallState, StoredEvent};
@@ -33,9 +39,12 @@ use crate::domain::{CallState, StoredEvent};
 pub(super) const CAPACITY: usize = 10_000;
 
 /// Stored deliveries a known call may have.
-const MAX_EVENTS: usize = 256;
+const MAX_EVENTS: usize = 64;
 
-/// How long a writer loads every batch after an optimistic one lost a race.
+/// Bytes of metadata (as JSON) a known call may have.
+const MAX_METADATA: usize = 4096;
+
+/// How long a writer loads every batch after a load disagreed with it.
 const DISTRUST: Duration = Duration::from_secs(60);
 
 /// A call as the database holds it after this writer's last commit of it.
@@ -52,6 +61,8 @@ pub(super) struct Known {
     old: HashMap<String, Entry>,
     /// Calls at most (twice a generation's).
     capacity: usize,
+    /// Calls a load found that are not known (as many as `capacity`).
+    exists: HashSet<String>,
     distrusted_until: Option<Instant>,
 }
 
@@ -62,6 +73,7 @@ impl Known {
             young: HashMap::new(),
             old: HashMap::new(),
             capacity: (CAPACITY / writers.max(1)).max(2),
+            exists: HashSet::new(),
             distrusted_until: None,
         }
     }
@@ -72,8 +84,7 @@ impl Known {
             .is_none_or(|until| Instant::now() >= until)
     }
 
-    /// A batch that took known calls lost a race: load every batch for a
-    /// while.
+    /// A load found a known call changed: load every batch for a while.
     pub(super) fn distrust(&mut self) {
         self.distrusted_until = Some(Instant::now() + DISTRUST);
     }
@@ -88,7 +99,7 @@ impl Known {
     }
 
     pub(super) fn insert(&mut self, id: String, entry: Entry) {
-        if entry.events.len() > MAX_EVENTS {
+        if too_big(&entry) {
             self.forget(&id);
             return;
         }
@@ -106,6 +117,20 @@ impl Known {
 
     pub(super) fn contains(&self, id: &str) -> bool {
         self.young.contains_key(id) || self.old.contains_key(id)
+    }
+
+    /// Whether a load found the call stored (it is not known): a batch
+    /// that would start it loads it instead.
+    pub(super) fn exists(&self, id: &str) -> bool {
+        self.exists.contains(id)
+    }
+
+    /// A load found the call stored, and it is not known.
+    pub(super) fn found(&mut self, id: &str) {
+        if self.exists.len() >= self.capacity {
+            self.exists.clear();
+        }
+        self.exists.insert(id.to_owned());
     }
 
     /// What a committed batch taught: its calls' new states and versions,
@@ -135,7 +160,7 @@ impl Known {
                         entry.version += 1;
                     }
                     entry.events.extend(new);
-                    if entry.events.len() > MAX_EVENTS {
+                    if too_big(entry) {
                         self.forget(&id);
                     }
                 }
@@ -158,6 +183,13 @@ impl Known {
     fn len(&self) -> usize {
         self.young.len() + self.old.len()
     }
+}
+
+/// Whether an entry is past what a known call may hold.
+fn too_big(entry: &Entry) -> bool {
+    entry.events.len() > MAX_EVENTS
+        || (!entry.state.metadata.is_empty()
+            && serde_json::to_vec(&entry.state.metadata).map_or(true, |m| m.len() > MAX_METADATA))
 }
 
 /// Where a batch's idea of one of its calls came from.
@@ -226,6 +258,18 @@ mod tests {
             "{}: a quarter each",
             shared.len()
         );
+    }
+
+    #[test]
+    fn does_not_keep_a_call_with_large_metadata() {
+        let mut known = Known::new(1);
+        let mut large = entry("c", 1);
+        large
+            .state
+            .metadata
+            .insert("pad".into(), "x".repeat(MAX_METADATA).into());
+        known.insert("c".into(), large);
+        assert!(known.get("c").is_none());
     }
 
     #[test]

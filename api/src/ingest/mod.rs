@@ -87,11 +87,11 @@ impl Ingestor {
             for _ in 0..writers.max(1) {
                 let (tx, rx) = mpsc::channel(queue);
                 let pool = db.get_postgres_connection_pool().clone();
-                let store = Store::Postgres(postgres::Writer::new(
+                let store = Store::Postgres(Box::new(postgres::Writer::new(
                     pool,
                     metrics.conflicts.clone(),
                     writers.max(1),
-                ));
+                )));
                 queues.push(tx);
                 tasks.push(tokio::spawn(run_writer(
                     store,
@@ -205,7 +205,7 @@ impl Ingestor {
 /// Where a writer commits.
 enum Store {
     /// On a connection of the write pool the writer holds.
-    Postgres(postgres::Writer),
+    Postgres(Box<postgres::Writer>),
     /// On the writer thread's own connection.
     Sqlite(Box<SqliteStore>),
 }

@@ -80,36 +80,28 @@ impl Writer {
         let mut races = 0;
         let result = loop {
             let serialized = races > 0 || unguarded(batch);
-            // Whether the batch may take calls from what is known (a race
-            // it loses then says calls change elsewhere; a wrong guess of
-            // a new call does not).
-            let from_known = !serialized
-                && self.known.trusted()
-                && batch.iter().any(|(d, ..)| {
-                    d.call_id
-                        .as_deref()
-                        .is_some_and(|id| self.known.contains(id))
-                });
             let result =
                 store::commit_postgres(&mut conn, batch, serialized, Some(&mut self.known)).await;
-            if result.is_err() {
-                // Whatever failed, the batch's calls are loaded again.
-                for (d, ..) in batch {
-                    if let Some(id) = &d.call_id {
-                        self.known.forget(id);
-                    }
-                }
-            }
             match result {
+                // What is known of the batch's calls stays: the run again
+                // loads them, and forgets those that changed.
                 Err(err) if lost_race(&err, races, serialized) => {
-                    if from_known {
-                        self.known.distrust();
-                    }
                     races += 1;
                     self.conflicts.increment(1);
                     tracing::debug!(error = %err, races, "batch lost a race; running it again from its load");
                 }
-                result => break result,
+                result => {
+                    if result.is_err() {
+                        // Whatever else failed, maybe after the commit:
+                        // the batch's calls are loaded again.
+                        for (d, ..) in batch {
+                            if let Some(id) = &d.call_id {
+                                self.known.forget(id);
+                            }
+                        }
+                    }
+                    break result;
+                }
             }
         };
         match &result {

@@ -171,7 +171,11 @@ async fn load_apply_write(
                 from_known.push(id);
                 continue;
             }
-            if trust != Trust::Nothing && !known.contains(id) && starts(batch, id) {
+            if trust != Trust::Nothing
+                && !known.contains(id)
+                && !known.exists(id)
+                && starts(batch, id)
+            {
                 learned.priors.push((id.to_owned(), Prior::New));
                 continue;
             }
@@ -184,9 +188,16 @@ async fn load_apply_write(
         if let Some(known) = known {
             // A known call loaded as known (its version, and its creation:
             // a call deleted and started again restarts its versions)
-            // stays known; otherwise it is forgotten.
+            // stays known; otherwise someone else wrote it: it is
+            // forgotten, and the writer loads for a while. A call found
+            // and not known is not taken for new again.
             for id in &to_load {
-                let Some(entry) = known.get(id) else { continue };
+                let Some(entry) = known.get(id) else {
+                    if loaded.versions.contains_key(id) {
+                        known.found(id);
+                    }
+                    continue;
+                };
                 let same = |c: &&CallState| c.id == *id && c.created_at == entry.state.created_at;
                 if loaded.versions.get(id) == Some(&entry.version)
                     && loaded.calls.iter().any(|c| same(&c))
@@ -194,6 +205,7 @@ async fn load_apply_write(
                     learned.priors.push((id.clone(), Prior::Known));
                 } else {
                     known.forget(id);
+                    known.distrust();
                 }
             }
         }

@@ -237,8 +237,10 @@ async fn a_delivery_without_a_call_sent_again_later_is_a_duplicate() {
 /// call (CONTRACT §2): a whole lifecycle over three attempts sent again
 /// stores nothing, each copy answered with the id of the first delivery
 /// of those bytes (the three `call.initiate`s are the same bytes). On
-/// PostgreSQL the writer knows the call by then and does not load it, so
-/// this checks that it knows every delivery stored for it.
+/// PostgreSQL the writer knows the call by then: a copy it did not know of
+/// would be written as new (under the current attempt, which no unique
+/// index refuses), so this checks that it knows every delivery stored for
+/// the call.
 #[tokio::test]
 async fn a_lifecycle_sent_again_after_it_ended_stores_nothing() {
     calltrail_tests::on_each_backend_and_batch(|backend, batch| async move {

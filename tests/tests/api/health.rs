@@ -492,7 +492,8 @@ async fn a_known_call_changed_elsewhere_is_written_again_from_a_fresh_load() {
 /// PostgreSQL: a `call.initiate` for a call the writer does not know is
 /// written as starting a new call, without a load; when the call was
 /// already stored (by another replica here: a redelivery) the write fails
-/// on it and the batch runs again from a load, which finds the copy.
+/// on it and the batch runs again from a load, which finds the copy; and
+/// the writer remembers the call as stored.
 #[tokio::test]
 async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     if !calltrail_tests::backends().contains(&Backend::Postgres) {
@@ -500,7 +501,8 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     }
     let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
     let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
-    let start = fixture_lines("v1/happy-path.jsonl")[0].clone();
+    let lines = fixture_lines("v1/retry-no-answer-busy.jsonl");
+    let start = lines[0].clone();
     let stored = first.post_webhook(start.clone()).await;
     assert_eq!(stored.status, 200, "{}", stored.body);
     assert_eq!(stored.body["duplicate"], false);
@@ -523,6 +525,16 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     let version: i64 = row.try_get("", "version").unwrap();
     assert_eq!((calls, version), (1, 1), "the call written once");
     conflicts_are(&second, 1).await;
+
+    // The call is remembered as stored: the retry's `call.initiate` (the
+    // first one's bytes again, after a no-answer) is loaded, not guessed.
+    second.post_all(&lines[1..3]).await;
+    conflicts_are(&second, 1).await;
+    assert_eq!(
+        first.count("attempt").await,
+        2,
+        "the retry opened attempt 2"
+    );
 
     // A wrong guess is no reason to stop trusting what is known: a call
     // the second server starts, then changed by hand, costs a conflict.
