@@ -213,6 +213,32 @@ async fn post_across_a_commit(app: &TestApp, sql: &str, body: Vec<u8>) -> calltr
     answer
 }
 
+/// The one row `sql` returns.
+async fn one_row(app: &TestApp, sql: &str) -> sea_orm::QueryResult {
+    app.db
+        .query_one_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .expect("a row")
+}
+
+/// A call's status, agent and version.
+async fn status_agent_version(app: &TestApp, call: &str) -> (String, Option<String>, i64) {
+    let row = one_row(
+        app,
+        &format!("SELECT status, agent_id, version FROM call WHERE id = '{call}'"),
+    )
+    .await;
+    (
+        row.try_get("", "status").unwrap(),
+        row.try_get("", "agent_id").unwrap(),
+        row.try_get("", "version").unwrap(),
+    )
+}
+
 /// The `calltrail_ingest_conflicts_total` sample is exactly `n`.
 async fn conflicts_are(app: &TestApp, n: u64) {
     assert_eq!(conflicts(app).await, n, "{}", app.metrics().await);
@@ -288,18 +314,7 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["duplicate"], false);
 
-    let row = app
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            app.db.get_database_backend(),
-            "SELECT status, agent_id, version FROM call WHERE id = 'c_race'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let status: String = row.try_get("", "status").unwrap();
-    let agent: Option<String> = row.try_get("", "agent_id").unwrap();
-    let version: i64 = row.try_get("", "version").unwrap();
+    let (status, agent, version) = status_agent_version(&app, "c_race").await;
     assert_eq!(status, "IN_PROGRESS", "the delivery was applied");
     assert_eq!(
         agent.as_deref(),
@@ -406,16 +421,8 @@ async fn a_call_deleted_after_the_load_is_not_written_back_from_the_load() {
     .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
 
-    let row = app
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            app.db.get_database_backend(),
-            "SELECT version, created_at = (SELECT received_at FROM webhook_event \
-             WHERE call_id = 'c_gone' ORDER BY seq DESC LIMIT 1) AS anew FROM call WHERE id = 'c_gone'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&app, "SELECT version, created_at = (SELECT received_at FROM webhook_event \
+             WHERE call_id = 'c_gone' ORDER BY seq DESC LIMIT 1) AS anew FROM call WHERE id = 'c_gone'").await;
     let version: i64 = row.try_get("", "version").unwrap();
     let anew: bool = row.try_get("", "anew").unwrap();
     assert_eq!(
@@ -446,18 +453,7 @@ async fn a_known_call_changed_elsewhere_is_written_again_from_a_fresh_load() {
     let answer = app.post_webhook(event("c_known", "call.in-progress")).await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["duplicate"], false);
-    let row = app
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            app.db.get_database_backend(),
-            "SELECT status, agent_id, version FROM call WHERE id = 'c_known'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    let status: String = row.try_get("", "status").unwrap();
-    let agent: Option<String> = row.try_get("", "agent_id").unwrap();
-    let version: i64 = row.try_get("", "version").unwrap();
+    let (status, agent, version) = status_agent_version(&app, "c_known").await;
     assert_eq!(status, "IN_PROGRESS", "the delivery was applied");
     assert_eq!(
         agent.as_deref(),
@@ -512,15 +508,11 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
     assert_eq!(again.body["duplicate"], true, "{}", again.body);
     assert_eq!(again.body["eventId"], stored.body["eventId"]);
     assert_eq!(first.count("webhook_event").await, 1);
-    let row = first
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            first.db.get_database_backend(),
-            "SELECT count(*) AS calls, max(version) AS version FROM call",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(
+        &first,
+        "SELECT count(*) AS calls, max(version) AS version FROM call",
+    )
+    .await;
     let calls: i64 = row.try_get("", "calls").unwrap();
     let version: i64 = row.try_get("", "version").unwrap();
     assert_eq!((calls, version), (1, 1), "the call written once");
@@ -553,15 +545,7 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
     conflicts_are(&second, 2).await;
-    let row = second
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            second.db.get_database_backend(),
-            "SELECT agent_id FROM call WHERE id = 'c_guessed'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&second, "SELECT agent_id FROM call WHERE id = 'c_guessed'").await;
     let agent: Option<String> = row.try_get("", "agent_id").unwrap();
     assert_eq!(agent.as_deref(), Some("by_hand"));
 }
@@ -629,15 +613,7 @@ async fn a_known_call_deleted_and_started_again_elsewhere_is_not_overwritten() {
         .post_webhook(event("c_again", "call.in-progress"))
         .await;
     assert_eq!(answer.status, 200, "{}", answer.body);
-    let row = first
-        .db
-        .query_one_raw(sea_orm::Statement::from_string(
-            first.db.get_database_backend(),
-            "SELECT status, metadata->>'started_by' AS started_by, version FROM call WHERE id = 'c_again'",
-        ))
-        .await
-        .unwrap()
-        .unwrap();
+    let row = one_row(&first, "SELECT status, metadata->>'started_by' AS started_by, version FROM call WHERE id = 'c_again'").await;
     let status: String = row.try_get("", "status").unwrap();
     let started_by: Option<String> = row.try_get("", "started_by").unwrap();
     let version: i64 = row.try_get("", "version").unwrap();
