@@ -93,7 +93,7 @@ impl Known {
     pub(super) fn get(&mut self, id: &str) -> Option<&mut Entry> {
         if !self.young.contains_key(id) {
             let entry = self.old.remove(id)?;
-            self.insert(id.to_owned(), entry);
+            self.place(id.to_owned(), entry);
         }
         self.young.get_mut(id)
     }
@@ -104,6 +104,12 @@ impl Known {
             return;
         }
         self.old.remove(&id);
+        self.place(id, entry);
+    }
+
+    /// Into the young generation (not in the old one), which starts anew
+    /// (the old one dropped) when full.
+    fn place(&mut self, id: String, entry: Entry) {
         if self.young.len() >= self.capacity / 2 && !self.young.contains_key(&id) {
             self.old = std::mem::take(&mut self.young);
         }

@@ -109,8 +109,9 @@ async fn next_version(txn: &DatabaseTransaction, only: Option<&str>) -> Result<i
 }
 
 /// Rebuilt calls get a version above any they had, so that a PostgreSQL
-/// writer that loaded one of them before the rebuild cannot write over it
-/// (`postgres.rs`: it loads again).
+/// writer that loaded one of them before the rebuild, or keeps it in
+/// memory (`known.rs`), cannot write over it (`postgres.rs`: it loads
+/// again).
 async fn set_version(
     txn: &DatabaseTransaction,
     only: Option<&str>,

@@ -189,6 +189,17 @@ async fn postgres_app_with(call: &str) -> Option<TestApp> {
     Some(app)
 }
 
+/// Two servers on one PostgreSQL database, one writer each: `None`
+/// without `TEST_DATABASE_URL`.
+async fn postgres_replicas() -> Option<(TestApp, TestApp)> {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return None;
+    }
+    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
+    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    Some((first, second))
+}
+
 /// Post `body` while another session runs `sql` (opening a transaction)
 /// and commits it once the writer's write waits for it: the batch loads
 /// before that session's change, and writes after it. Returns the answer.
@@ -340,11 +351,9 @@ async fn a_call_changed_after_the_load_is_written_again_from_a_fresh_load() {
 #[tokio::test]
 async fn replicas_store_a_delivery_no_call_guards_once() {
     use sea_orm::sqlx::{Connection, PgConnection};
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((first, second)) = postgres_replicas().await else {
         return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
-    }
-    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    };
     let unknown = serde_json::to_vec(
         &json!({"event": {"type": "call.transcribed", "data": {"call": {"id": "c_unknown"}}}}),
     )
@@ -492,11 +501,9 @@ async fn a_known_call_changed_elsewhere_is_written_again_from_a_fresh_load() {
 /// the writer remembers the call as stored.
 #[tokio::test]
 async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((first, second)) = postgres_replicas().await else {
         return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
-    }
-    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    };
     let lines = fixture_lines("v1/retry-no-answer-busy.jsonl");
     let start = lines[0].clone();
     let stored = first.post_webhook(start.clone()).await;
@@ -558,11 +565,9 @@ async fn a_call_start_another_replica_stored_is_found_a_duplicate() {
 /// that ended attempt 1, so the retry opens attempt 2.
 #[tokio::test]
 async fn a_known_call_is_loaded_before_a_delivery_is_called_a_duplicate() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((first, second)) = postgres_replicas().await else {
         return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
-    }
-    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    };
     let lines = fixture_lines("v1/retry-no-answer-busy.jsonl");
     assert_eq!(
         lines[0], lines[2],
@@ -589,11 +594,9 @@ async fn a_known_call_is_loaded_before_a_delivery_is_called_a_duplicate() {
 /// metadata.
 #[tokio::test]
 async fn a_known_call_deleted_and_started_again_elsewhere_is_not_overwritten() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((first, second)) = postgres_replicas().await else {
         return; // PostgreSQL's replicas: runs with TEST_DATABASE_URL.
-    }
-    let first = TestApp::spawn_with(Backend::Postgres, |c| c.ingest_writers = Some(1)).await;
-    let second = first.spawn_sharing(|c| c.ingest_writers = Some(1)).await;
+    };
     first.post_all(&[event("c_again", "call.initiate")]).await;
     first
         .db
