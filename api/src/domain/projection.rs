@@ -135,9 +135,15 @@ impl Projection {
         // A v2 event id names one event wherever it was stored: its retries
         // repeat it, whatever their bytes. v1 bytes repeat within their scope.
         let anywhere = d.upstream_id.is_some();
+        // A copy stored for a call before the call existed has no attempt
+        // (a delivery of an unknown type starts no call): it belongs to the
+        // attempt the call then started with, the first.
+        let first = |call_id: &Option<String>, n: Option<i32>| n.or(call_id.as_ref().map(|_| 1));
         if let Some(hit) = self.seen.get(&d.dedupe_key).and_then(|seen| {
             seen.iter().find(|(_, call_id, n)| {
-                anywhere || (*call_id == d.call_id && (whole_call || *n == attempt))
+                anywhere
+                    || (*call_id == d.call_id
+                        && (whole_call || first(call_id, *n) == first(&d.call_id, attempt)))
             })
         }) {
             return Decision::Duplicate(hit.0);
@@ -298,6 +304,23 @@ mod tests {
             Decision::Duplicate(EventRef::New(2))
         );
         assert_eq!(p.into_changes().actions.len(), 1);
+    }
+
+    #[test]
+    fn an_unknown_type_resent_after_its_call_started_is_a_duplicate() {
+        let unknown =
+            parse(br#"{"event":{"type":"call.transferred","data":{"call":{"id":"c_u"}}}}"#)
+                .unwrap();
+        let initiate =
+            parse(br#"{"event":{"type":"call.initiate","data":{"call":{"id":"c_u"}}}}"#).unwrap();
+        let mut p = Projection::default();
+        assert_eq!(p.accept(unknown.clone(), now(), true), Decision::Stored(0));
+        assert_eq!(p.accept(initiate, now(), true), Decision::Stored(1));
+        assert_eq!(
+            p.accept(unknown, now(), true),
+            Decision::Duplicate(EventRef::New(0)),
+            "stored before its call existed, it belongs to the call's first attempt"
+        );
     }
 
     #[test]

@@ -223,6 +223,36 @@ async fn a_late_in_progress_does_not_move_a_completed_attempt_back() {
 }
 
 #[tokio::test]
+async fn an_unknown_type_resent_after_its_call_started_is_stored_once() {
+    on_each_backend_and_batch(|backend, batch| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
+        let unknown = fixture("edge/unknown-type.json");
+        let first = app.post_webhook(unknown.clone()).await;
+        assert_eq!(
+            first.body["duplicate"], false,
+            "{backend:?}: {}",
+            first.body
+        );
+        let initiate = app
+            .post_webhook(
+                r#"{"event":{"type":"call.initiate","data":{"call":{"id":"c_unknown-1"}}}}"#,
+            )
+            .await;
+        assert_eq!(initiate.body["duplicate"], false, "{}", initiate.body);
+        // The platform resends the unknown delivery, the same bytes, to the
+        // call's first attempt: stored before the call existed, it is that
+        // attempt's.
+        let again = app.post_webhook(unknown).await;
+        assert_eq!(again.status, 200, "{}", again.body);
+        assert_eq!(again.body["duplicate"], true, "{backend:?}: {}", again.body);
+        assert_eq!(again.event_id(), first.event_id());
+        assert_eq!(app.count("webhook_event").await, 2, "{backend:?}");
+        assert_eq!(call_row(&app, "c_unknown-1").await.attempt_count, 1);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn edge_deliveries_are_accepted_and_kept() {
     on_each_backend_and_batch(|backend, batch| async move {
         let app = TestApp::spawn_with(backend, |c| c.ingest_batch = batch).await;
