@@ -121,7 +121,10 @@ const SOCKET_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/webhooks/call-events", post(webhook::receive))
+        .route(
+            "/webhooks/call-events",
+            post(webhook::receive).fallback(webhook::wrong_method),
+        )
         .merge(graphql::http::routes(&state))
         .merge(dashboard::routes())
         .route("/healthz", get(|| async { "ok" }))

@@ -92,6 +92,18 @@ impl IntoResponse for WebhookError {
     }
 }
 
+/// Any method but POST on the webhook route: `405` with an `Allow` header,
+/// and the error body every refusal has (a bare 405 would leave a sender's
+/// logs with nothing to read).
+pub async fn wrong_method() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        Json(json!({"error": {"code": "method_not_allowed", "message": "deliveries are sent with POST"}})),
+    )
+        .into_response()
+}
+
 /// The webhook receiver: every answer is counted in `/metrics`.
 pub async fn receive(
     State(app): State<AppState>,

@@ -129,3 +129,21 @@ async fn a_delivery_the_database_refuses_is_a_503_and_stores_nothing() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn other_methods_on_the_webhook_route_are_refused_with_405_and_a_code() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let answer = app.get("/webhooks/call-events").await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(
+        answer.body["error"]["code"], "method_not_allowed",
+        "{}",
+        answer.body
+    );
+    assert!(
+        answer.body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("POST"))
+    );
+    assert_nothing_stored(&app).await;
+}
