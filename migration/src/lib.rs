@@ -15,6 +15,7 @@ mod m20261127_000008_lean_event_indexes;
 mod m20261127_000009_fewer_event_indexes;
 mod m20261127_000010_fewer_write_indexes;
 mod m20261127_000011_call_version;
+mod m20261128_000012_batch_written;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261127_000009_fewer_event_indexes::Migration),
             Box::new(m20261127_000010_fewer_write_indexes::Migration),
             Box::new(m20261127_000011_call_version::Migration),
+            Box::new(m20261128_000012_batch_written::Migration),
         ]
     }
 }

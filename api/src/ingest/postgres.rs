@@ -197,8 +197,11 @@ const LOAD: &str = "WITH c AS (SELECT c.id, c.metadata::text AS metadata, c.star
 /// guarantee, checked by a test; a call loaded but deleted since must not
 /// come back from what was loaded). NOTIFY is transactional: replicas hear
 /// of the batch when it commits. Returns the new events' ids, in order,
-/// with the numbers of analyses and actions written (checked: a row whose
-/// event was not found would vanish).
+/// with the numbers of analyses and actions written; before it commits,
+/// `calltrail_batch_written` fails the statement unless it wrote every raw
+/// event, analysis and action of the batch (a row whose event was not
+/// found, or that a trigger skipped, would otherwise vanish from a batch
+/// answered as stored).
 const WRITE: &str = "WITH clock AS (
     UPDATE event_clock SET last = last + cardinality($6::text[]) WHERE id = 1
     RETURNING last - cardinality($6::text[]) AS base
@@ -276,6 +279,9 @@ SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
     (SELECT count(*) FROM actions) AS actions FROM ins,
     (SELECT calltrail_call_changed((SELECT count(*) FILTER (WHERE NOT inserted OR version = 1) FROM calls)
         = cardinality($12::text[]))) AS guarded,
+    (SELECT calltrail_batch_written((SELECT count(*) FROM ins) = cardinality($6::text[])
+        AND (SELECT count(*) FROM analyses) = cardinality($42::text[])
+        AND (SELECT count(*) FROM actions) = cardinality($53::int8[]))) AS written,
     (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
 ORDER BY ins.seq";
 

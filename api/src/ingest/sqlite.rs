@@ -446,7 +446,7 @@ fn write(
         head = last;
         let mut insert = txn.prepare_cached(&sql.event)?;
         for (e, seq) in events.into_iter().zip(first_seq..) {
-            insert.execute(params(store::event_values(e, seq)))?;
+            one(insert.execute(params(store::event_values(e, seq)))?)?;
             ids.push(txn.last_insert_rowid());
         }
     }
@@ -469,13 +469,23 @@ fn write(
     }
     let mut upsert = txn.prepare_cached(&sql.analysis)?;
     for (i, a) in analyses {
-        upsert.execute(params(store::analysis_values(ids[i], a)))?;
+        one(upsert.execute(params(store::analysis_values(ids[i], a)))?)?;
     }
     let mut insert = txn.prepare_cached(&sql.action)?;
     for (i, a) in actions {
-        insert.execute(params(store::action_values(ids[i], a)))?;
+        one(insert.execute(params(store::action_values(ids[i], a)))?)?;
     }
     Ok((ids, head))
+}
+
+/// A row the batch holds was written: one skipped (by a trigger's
+/// `RAISE(IGNORE)`, say) fails the batch before its commit instead of
+/// vanishing from a batch answered as stored.
+fn one(changed: usize) -> rusqlite::Result<()> {
+    match changed {
+        1 => Ok(()),
+        n => Err(rusqlite::Error::StatementChangedRows(n)),
+    }
 }
 
 /// One row's values as SQLite parameters.

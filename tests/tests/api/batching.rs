@@ -274,3 +274,49 @@ async fn a_lifecycle_sent_again_after_it_ended_stores_nothing() {
     })
     .await;
 }
+
+/// A row the database skips without an error (a trigger that drops it)
+/// fails its delivery before the commit: a 503 stores nothing of it, and
+/// the same delivery sent again once the database takes it is stored whole.
+#[tokio::test]
+async fn a_delivery_whose_row_the_database_skips_is_refused_and_stores_nothing() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let skip = match backend {
+            Backend::Sqlite => "CREATE TRIGGER skip BEFORE INSERT ON analysis BEGIN SELECT RAISE(IGNORE); END",
+            Backend::Postgres => {
+                "CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$; \
+                 CREATE TRIGGER skip BEFORE INSERT ON analysis FOR EACH ROW EXECUTE FUNCTION skip()"
+            }
+        };
+        app.db.execute_unprepared(skip).await.unwrap();
+        let lines = calltrail_tests::fixture_lines("v1/happy-path.jsonl");
+        let analysis_line = lines
+            .iter()
+            .position(|l| String::from_utf8_lossy(l).contains(r#""type":"end-of-call""#))
+            .expect("the happy path has an analysis");
+        let mut stored = 0;
+        for (i, line) in lines.iter().enumerate() {
+            let answer = app.post_webhook(line.clone()).await;
+            if i == analysis_line {
+                assert_eq!(answer.status, 503, "{backend:?}: {}", answer.body);
+            } else {
+                assert_eq!(answer.status, 200, "{backend:?} line {i}: {}", answer.body);
+                stored += 1;
+            }
+        }
+        assert_eq!(app.count("webhook_event").await, stored, "{backend:?}: nothing of the refused delivery");
+        assert_eq!(app.count("analysis").await, 0);
+
+        let drop = match backend {
+            Backend::Sqlite => "DROP TRIGGER skip",
+            Backend::Postgres => "DROP TRIGGER skip ON analysis",
+        };
+        app.db.execute_unprepared(drop).await.unwrap();
+        let again = app.post_webhook(lines[analysis_line].clone()).await;
+        assert_eq!(again.status, 200, "{}", again.body);
+        assert_eq!(again.body["duplicate"], false, "{backend:?}: it was never stored");
+        assert_eq!(app.count("analysis").await, 1, "{backend:?}");
+    })
+    .await;
+}
