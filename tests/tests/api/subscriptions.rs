@@ -329,6 +329,21 @@ async fn a_stalled_subscriber_is_dropped_with_its_resume_cursor_while_another_ke
         let mut healthy = Client::connect(&app.address, None).await;
         healthy.subscribe("1", CALL_EVENTS_LEAN, json!({"after": from})).await;
 
+        // Both feeds live before the stall: the first delivery received ends
+        // the stalled feed's replay (a short page), so the second reaches it
+        // live. A lag during a replay only replays again (bus/feed.rs); were
+        // the burst to start while its replay still ran, the stalled client
+        // would be sent everything from the log and never dropped.
+        for n in 0..2 {
+            let body = format!(
+                r#"{{"event":{{"type":"call.ended","data":{{"call":{{"id":"c_w{n}"}}}}}}}}"#
+            );
+            let id = app.post_webhook(body).await.event_id();
+            let m = stalled.next_payload().await;
+            assert_eq!(m["data"]["callEvents"]["event"]["id"], id.as_str(), "{backend:?}");
+            assert_eq!(healthy.next_call_event().await["event"]["id"], id.as_str(), "{backend:?}");
+        }
+
         // Big deliveries, so that the stalled reader's socket buffers fill.
         let padding = "x".repeat(256 * 1024);
         let mut posted = Vec::new();
