@@ -2,6 +2,8 @@
 //! fresh database (SQLite always; PostgreSQL too when TEST_DATABASE_URL is
 //! set), and talk to it the way the platform and the frontends do.
 
+pub mod pg_proxy;
+
 use std::cell::RefCell;
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -24,6 +24,7 @@ use crate::metrics::{IngestMetrics, Metrics};
 
 pub use reprocess::{ReprocessSummary, reprocess};
 use sqlite::SqliteStore;
+use store::Settled;
 pub use store::{Receipt, call_row, commit_batch};
 
 /// A delivery waiting for its commit.
@@ -226,6 +227,16 @@ impl Store {
             Self::Sqlite(store) => store.commit(batch),
         }
     }
+
+    /// Whether the batch that just failed committed after all (PostgreSQL:
+    /// its connection may have broken after the commit; SQLite commits in
+    /// the writer's own transaction, so its error is the commit's).
+    async fn settle(&mut self, batch: &[store::Input<'_>]) -> store::Settled {
+        match self {
+            Self::Postgres(writer) => writer.settle(batch).await,
+            Self::Sqlite(_) => store::Settled::NotCommitted,
+        }
+    }
 }
 
 async fn run_writer(
@@ -307,32 +318,70 @@ async fn commit_and_answer(
                 let _ = job.reply.send(Ok(receipt));
             }
         }
-        Err(err) if jobs.len() > 1 => {
-            tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
-            metrics.batches_retried.increment(1);
-            for job in jobs {
-                let started = std::time::Instant::now();
-                let result = store
-                    .commit(&[(&job.delivery, job.received_at, job.signature_verified)])
-                    .await;
-                if result.is_ok() {
-                    committed(1, started);
+        Err(err) => match store.settle(&inputs).await {
+            // Committed, its answer lost: answered from what it stored; a
+            // duplicate in it stored nothing to answer from, and is sent again.
+            Settled::Committed(ids) => {
+                tracing::warn!(error = %err, size = jobs.len(), "batch failed after its commit; answering from the rows it stored");
+                committed(jobs.len(), started);
+                publisher.committed(store.head());
+                for (job, id) in jobs.into_iter().zip(ids) {
+                    let _ = job.reply.send(match id {
+                        Some(event_id) => Ok(Receipt {
+                            event_id,
+                            duplicate: false,
+                        }),
+                        None => Err(IngestError::Unavailable(err.to_string())),
+                    });
                 }
-                if result
-                    .as_ref()
-                    .is_ok_and(|r| r.iter().any(|r| !r.duplicate))
-                {
-                    publisher.committed(store.head());
-                }
-                let _ = job
-                    .reply
-                    .send(result.map(|mut r| r.remove(0)).map_err(unavailable));
             }
-        }
-        Err(err) => {
-            let job = jobs.into_iter().next().expect("one job");
-            let _ = job.reply.send(Err(unavailable(err)));
-        }
+            Settled::Unknown(again) => {
+                tracing::error!(error = %err, lookup = %again, size = jobs.len(), "batch failed and whether it committed is unknown");
+                for job in jobs {
+                    let _ = job
+                        .reply
+                        .send(Err(IngestError::Unavailable(err.to_string())));
+                }
+            }
+            Settled::NotCommitted if jobs.len() > 1 => {
+                tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
+                metrics.batches_retried.increment(1);
+                for job in jobs {
+                    let started = std::time::Instant::now();
+                    let input = [(&job.delivery, job.received_at, job.signature_verified)];
+                    let result = match store.commit(&input).await {
+                        Err(err) => match store.settle(&input).await {
+                            Settled::Committed(ids) => Ok(ids
+                                .into_iter()
+                                .flatten()
+                                .map(|event_id| Receipt {
+                                    event_id,
+                                    duplicate: false,
+                                })
+                                .collect()),
+                            _ => Err(err),
+                        },
+                        result => result,
+                    };
+                    if result.is_ok() {
+                        committed(1, started);
+                    }
+                    if result
+                        .as_ref()
+                        .is_ok_and(|r| r.iter().any(|r| !r.duplicate))
+                    {
+                        publisher.committed(store.head());
+                    }
+                    let _ = job
+                        .reply
+                        .send(result.map(|mut r| r.remove(0)).map_err(unavailable));
+                }
+            }
+            Settled::NotCommitted => {
+                let job = jobs.into_iter().next().expect("one job");
+                let _ = job.reply.send(Err(unavailable(err)));
+            }
+        },
     }
 }
 

@@ -49,6 +49,10 @@ pub(super) struct Writer {
     conflicts: Counter,
     /// The calls routed to this writer, as its commits left them.
     known: Known,
+    /// The last batch failed without the database saying why (the
+    /// connection broke, or its answer did not check out): it may have
+    /// committed ([`Writer::settle`]).
+    doubt: bool,
 }
 
 impl Writer {
@@ -59,6 +63,30 @@ impl Writer {
             held: None,
             conflicts,
             known: Known::new(writers),
+            doubt: false,
+        }
+    }
+
+    /// After a failed batch: whether it committed after all, and then what
+    /// each delivery of it stored (None: a duplicate, which stored
+    /// nothing). A batch fails after its commit when the connection breaks
+    /// between the commit and its answer; running it again would apply its
+    /// deliveries a second time (a `call.initiate` meeting the outcome
+    /// stored with it opens another attempt), so the writer answers from
+    /// the rows the batch wrote, each found by its call, key and arrival
+    /// time, which are its own.
+    pub(super) async fn settle(&mut self, batch: &[Input<'_>]) -> store::Settled {
+        if !std::mem::take(&mut self.doubt) {
+            return store::Settled::NotCommitted;
+        }
+        let stored = async {
+            let mut conn = self.pool.acquire().await?;
+            stored_by(&mut conn, batch).await
+        };
+        match stored.await {
+            Ok(ids) if ids.iter().any(Option::is_some) => store::Settled::Committed(ids),
+            Ok(_) => store::Settled::NotCommitted,
+            Err(err) => store::Settled::Unknown(db_err(err)),
         }
     }
 
@@ -106,11 +134,76 @@ impl Writer {
         };
         match &result {
             Ok(_) => self.held = Some((conn, Instant::now())),
-            Err(_) => conn.close_on_drop(),
+            Err(err) => {
+                self.doubt = in_doubt(err);
+                conn.close_on_drop();
+            }
         }
         result.map_err(db_err)
     }
 }
+
+/// Whether a failed batch may have committed: the database refused nothing
+/// (an error of its own means the statement, or the transaction's
+/// `COMMIT`, did not commit), and the connection was there to send it on.
+fn in_doubt(err: &sqlx::Error) -> bool {
+    !matches!(
+        err,
+        sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
+    )
+}
+
+/// The ids of the rows each delivery of `batch` stored, if it did: a raw
+/// event of its call and key that arrived when it did.
+async fn stored_by(
+    conn: &mut PgConnection,
+    batch: &[Input<'_>],
+) -> Result<Vec<Option<i64>>, sqlx::Error> {
+    let (mut calls, mut keys, mut callless) = (Vec::new(), Vec::new(), Vec::new());
+    for (d, ..) in batch {
+        match &d.call_id {
+            Some(id) => {
+                calls.push(id.as_str());
+                keys.push(d.dedupe_key.as_str());
+            }
+            None => callless.push(d.dedupe_key.as_str()),
+        }
+    }
+    let rows = sqlx::query(STORED_BY)
+        .bind(&calls)
+        .bind(&keys)
+        .bind(&callless)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let row: (i64, Option<String>, String, DateTime<Utc>) = (
+            r.try_get("id")?,
+            r.try_get("call_id")?,
+            r.try_get("dedupe_key")?,
+            r.try_get("received_at")?,
+        );
+        found.push(Some(row));
+    }
+    Ok(batch
+        .iter()
+        .map(|(d, received_at, _)| {
+            let hit = found.iter_mut().find(|row| {
+                row.as_ref().is_some_and(|(_, call, key, at)| {
+                    *call == d.call_id && *key == d.dedupe_key && at == received_at
+                })
+            })?;
+            hit.take().map(|(id, ..)| id)
+        })
+        .collect())
+}
+
+/// Stored copies of a batch's deliveries, by call and key (and without a
+/// call, by key), for [`stored_by`].
+const STORED_BY: &str = "SELECT e.id, e.call_id, e.dedupe_key, e.received_at FROM webhook_event e \
+    JOIN unnest($1::text[], $2::text[]) AS t(call_id, key) ON e.call_id = t.call_id AND e.dedupe_key = t.key \
+    UNION ALL SELECT e.id, e.call_id, e.dedupe_key, e.received_at FROM webhook_event e \
+    WHERE e.call_id IS NULL AND e.dedupe_key = ANY($3)";
 
 /// Whether the batch failed because something else wrote first, worth
 /// running again from its load (up to [`RACE_RETRIES`] times): a call's

@@ -35,6 +35,16 @@ pub struct Receipt {
     pub duplicate: bool,
 }
 
+/// Whether a batch that failed had committed after all ([`postgres::Writer::settle`]).
+pub(super) enum Settled {
+    /// Nothing of it is stored: its deliveries can be committed again.
+    NotCommitted,
+    /// It committed: the row each delivery stored (None: a duplicate).
+    Committed(Vec<Option<i64>>),
+    /// The database could not be asked.
+    Unknown(DbErr),
+}
+
 /// A delivery to commit: what it says, when it arrived, whether its signature was checked.
 pub type Input<'a> = (&'a Delivery, DateTime<Utc>, bool);
 

@@ -320,3 +320,98 @@ async fn a_delivery_whose_row_the_database_skips_is_refused_and_stores_nothing()
     })
     .await;
 }
+
+/// `postgres://user@host:port/db` → (`host:port`, the same URL through `proxy`, unencrypted).
+fn through(url: &str, proxy: &str) -> (String, String) {
+    let start = url
+        .find('@')
+        .map_or_else(|| url.find("://").unwrap() + 3, |at| at + 1);
+    let end = start + url[start..].find('/').unwrap();
+    let upstream = url[start..end].to_owned();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    (
+        upstream,
+        format!(
+            "{}{proxy}{}{sep}sslmode=disable",
+            &url[..start],
+            &url[end..]
+        ),
+    )
+}
+
+/// A batch that committed but whose answer was lost (the connection broke
+/// after the commit) is not run again: the writer looks up what this very
+/// batch stored and answers from it. Run again, the call's `call.initiate`
+/// would meet the `call.no-answer` stored with it and open a second attempt.
+#[tokio::test]
+async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_stored() {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let server = std::env::var("TEST_DATABASE_URL").unwrap();
+    let (upstream, _) = through(&server, "");
+    let proxy = calltrail_tests::pg_proxy::PgProxy::start(upstream).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database_url = through(&c.database_url, &proxy.address).1;
+        c.ingest_writers = Some(1);
+        c.ingest_batch = 256;
+    })
+    .await;
+    // The writer's statements prepared first: a Parse waits for the stall's
+    // table lock, and the plug's write must pass the proxy before it is armed.
+    assert_eq!(app.post_webhook(initiate("c_warm")).await.status, 200);
+    let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
+    let stall = stall_writer(&app).await;
+    let mut pending = Vec::new();
+    for line in &lines[..2] {
+        let (client, url, body) = (
+            app.client.clone(),
+            format!("{}/webhooks/call-events", app.address),
+            line.clone(),
+        );
+        pending.push(tokio::spawn(async move {
+            Answer::from(
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }));
+        // In arrival order: the initiate, then the no-answer.
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    proxy.arm();
+    stall.release().await;
+    let answers: Vec<Answer> = join_all(pending)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(proxy.lost(), 1, "the batch's answer was lost");
+
+    let events = webhook_event::Entity::find()
+        .order_by_asc(webhook_event::Column::Id)
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        events.len(),
+        4,
+        "the first, the plug and the batch's two, once: {events:?}"
+    );
+    for (answer, event) in answers.iter().zip(&events[2..]) {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["duplicate"], false, "{}", answer.body);
+        assert_eq!(answer.event_id(), event.id.to_string());
+    }
+    let call = call::Entity::find_by_id("c_91b0d3c4-retry")
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
+}
