@@ -2,8 +2,9 @@
 //! the fault a server meets when the network or the database fails between
 //! a commit and its reply. Armed, it watches for the next `Bind` with many
 //! parameters (a writer's batch write: 67), forwards it, then swallows what
-//! the server answers up to its `ReadyForQuery` (the statement has committed
-//! by then) and closes that connection. Plain TCP only: connect through it
+//! the server answers up to its `ReadyForQuery` and closes that connection.
+//! A write sent on its own (outside `BEGIN`) has committed by then; one in
+//! a transaction has not, and aborts. Plain TCP only: connect through it
 //! with `sslmode=disable`.
 
 use std::sync::Arc;

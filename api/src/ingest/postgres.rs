@@ -146,11 +146,16 @@ impl Writer {
 /// Whether a failed batch may have committed: the database refused nothing
 /// (an error of its own means the statement, or the transaction's
 /// `COMMIT`, did not commit), and the connection was there to send it on.
+/// A server shutting down or a broken connection (SQLSTATE classes 57 and
+/// 08) may say so after the commit, though: those stay in doubt.
 fn in_doubt(err: &sqlx::Error) -> bool {
-    !matches!(
-        err,
-        sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed
-    )
+    match err {
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => false,
+        _ => true,
+    }
 }
 
 /// The ids of the rows each delivery of `batch` stored, if it did: a raw
@@ -160,12 +165,15 @@ async fn stored_by(
     batch: &[Input<'_>],
 ) -> Result<Vec<Option<i64>>, sqlx::Error> {
     let (mut calls, mut keys, mut callless) = (Vec::new(), Vec::new(), Vec::new());
+    // Each (call, key) once: the join returns a stored row once per pair.
+    let mut pairs = std::collections::HashSet::new();
     for (d, ..) in batch {
         match &d.call_id {
-            Some(id) => {
+            Some(id) if pairs.insert((id.as_str(), d.dedupe_key.as_str())) => {
                 calls.push(id.as_str());
                 keys.push(d.dedupe_key.as_str());
             }
+            Some(_) => {}
             None => callless.push(d.dedupe_key.as_str()),
         }
     }
@@ -368,14 +376,15 @@ const WRITE: &str = "WITH clock AS (
         JOIN ins ON ins.seq = (SELECT base FROM clock) + t.event_n
     RETURNING 1
 )
-SELECT ins.id, ins.dedupe_key, (SELECT count(*) FROM analyses) AS analyses,
-    (SELECT count(*) FROM actions) AS actions FROM ins,
+SELECT ins.id, ins.dedupe_key, checks.analyses, checks.actions FROM
     (SELECT calltrail_call_changed((SELECT count(*) FILTER (WHERE NOT inserted OR version = 1) FROM calls)
-        = cardinality($12::text[]))) AS guarded,
-    (SELECT calltrail_batch_written((SELECT count(*) FROM ins) = cardinality($6::text[])
+        = cardinality($12::text[])) AS guarded,
+    calltrail_batch_written((SELECT count(*) FROM ins) = cardinality($6::text[])
         AND (SELECT count(*) FROM analyses) = cardinality($42::text[])
-        AND (SELECT count(*) FROM actions) = cardinality($53::int8[]))) AS written,
-    (SELECT pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text)) AS notified
+        AND (SELECT count(*) FROM actions) = cardinality($53::int8[])) AS written,
+    (SELECT count(*) FROM analyses) AS analyses, (SELECT count(*) FROM actions) AS actions,
+    pg_notify('calltrail_events', (SELECT max(seq) FROM ins)::text) AS notified) AS checks
+    LEFT JOIN ins ON true
 ORDER BY ins.seq";
 
 /// What [`LOAD`] looks up for a batch: (calls, keys) of v1 deliveries
@@ -477,8 +486,7 @@ pub(super) async fn write(
         actions,
     } = changes;
     if events.is_empty() {
-        // Only a stored delivery changes a call; and the statement's guard
-        // is evaluated once per new event row, so it needs one.
+        // Only a stored delivery changes a call.
         if calls.is_empty() {
             return Ok(Vec::new());
         }

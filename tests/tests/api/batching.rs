@@ -415,3 +415,32 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
         .unwrap();
     assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
 }
+
+/// The same when the row skipped is the delivery's raw event itself: its
+/// call is not written either.
+#[tokio::test]
+async fn a_delivery_whose_raw_event_the_database_skips_changes_no_call() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let skip = match backend {
+            Backend::Sqlite => {
+                "CREATE TRIGGER skip BEFORE INSERT ON webhook_event WHEN NEW.call_id = 'c_skipped' \
+                 BEGIN SELECT RAISE(IGNORE); END"
+            }
+            Backend::Postgres => {
+                "CREATE FUNCTION skip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.call_id = 'c_skipped' THEN RETURN NULL; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER skip BEFORE INSERT ON webhook_event FOR EACH ROW EXECUTE FUNCTION skip()"
+            }
+        };
+        app.db.execute_unprepared(skip).await.unwrap();
+        let answer = app.post_webhook(initiate("c_skipped")).await;
+        assert_eq!(answer.status, 503, "{backend:?}: {}", answer.body);
+        assert_eq!(app.count("call").await, 0, "{backend:?}: no call without its delivery");
+        assert_eq!(app.count("attempt").await, 0, "{backend:?}");
+        assert_eq!(app.count("webhook_event").await, 0, "{backend:?}");
+        assert_eq!(app.post_webhook(initiate("c_kept")).await.status, 200);
+        assert_eq!(app.count("call").await, 1, "{backend:?}");
+    })
+    .await;
+}
