@@ -201,6 +201,12 @@ pub struct Config {
         global = true
     )]
     pub subscription_buffer: usize,
+
+    /// How long a write to a WebSocket may wait for its client to read
+    /// before the socket is closed (a client that stopped reading would
+    /// otherwise hold its connection and subscriptions for good).
+    #[arg(long, env = "CALLTRAIL_WS_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
+    pub ws_write_timeout: Duration,
 }
 
 impl Config {

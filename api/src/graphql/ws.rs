@@ -135,6 +135,8 @@ struct Ws {
     sent: Counter,
     token: Option<Arc<[u8; 32]>>,
     sockets: Sockets,
+    /// `CALLTRAIL_WS_WRITE_TIMEOUT`.
+    write_timeout: Duration,
 }
 
 /// The `/graphql/ws` route. Not behind the HTTP token check: browsers cannot
@@ -159,6 +161,7 @@ pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -
         executor,
         token,
         sockets: app.sockets.clone(),
+        write_timeout: app.config.ws_write_timeout,
     };
     Router::new()
         .route("/graphql/ws", get(upgrade))
@@ -206,7 +209,9 @@ async fn upgrade(
 /// `ping`; `start`/`stop` in legacy graphql-ws), its subscriptions, and the
 /// messages they yield, written in batches (one flush for all that is
 /// ready). A socket whose peer stops reading blocks only its own task: its
-/// subscriptions fall behind in the bus and end with `SUBSCRIPTION_TOO_SLOW`.
+/// subscriptions fall behind in the bus and end with `SUBSCRIPTION_TOO_SLOW`
+/// once it reads again; a write still waiting after
+/// `CALLTRAIL_WS_WRITE_TIMEOUT` closes the socket.
 async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
     let _open = ws.sockets.open();
     let mut stop = ws.sockets.0.stop.subscribe();
@@ -253,8 +258,17 @@ async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
                 }
                 sink.flush().await
             };
+            // A client that reads nothing for `write_timeout` loses its
+            // socket: a close frame could not reach it either.
             tokio::select! {
-                written = written => if written.is_err() { return },
+                written = tokio::time::timeout(ws.write_timeout, written) => match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        tracing::info!(timeout = ?ws.write_timeout, "closing a WebSocket whose client stopped reading");
+                        return;
+                    }
+                },
                 _ = stopped(&mut stop) => end = Some((GOING_AWAY, "server shutting down".to_owned())),
             }
             out.clear();

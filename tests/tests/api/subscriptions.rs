@@ -385,6 +385,69 @@ async fn a_stalled_subscriber_is_dropped_with_its_resume_cursor_while_another_ke
     .await;
 }
 
+/// The server's count of live subscriptions, once it equals `want` (None:
+/// it did not within `wait`).
+async fn subscriptions_become(app: &TestApp, want: f64, wait: std::time::Duration) -> Option<f64> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let now = sample(&app.metrics().await, "calltrail_subscriptions_active", &[]);
+        if now == Some(want) || tokio::time::Instant::now() > deadline {
+            return now.filter(|n| *n == want);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_socket_after_the_write_timeout() {
+    let app = TestApp::spawn_with(calltrail_tests::Backend::Sqlite, |c| {
+        c.ws_write_timeout = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let mut stalled = Client::open(&app.address, TRANSPORT_WS, Some(4096)).await;
+    assert_eq!(stalled.init(None).await["type"], "connection_ack");
+    stalled
+        .subscribe(
+            "1",
+            "subscription { callEvents { event { id payload } } }",
+            json!({}),
+        )
+        .await;
+    let wait = std::time::Duration::from_secs(15);
+    assert_eq!(
+        subscriptions_become(&app, 1.0, wait).await,
+        Some(1.0),
+        "subscribed"
+    );
+
+    // Big deliveries the client never reads: the server's writes to it stall.
+    let padding = "x".repeat(256 * 1024);
+    for n in 0..40 {
+        let body = format!(
+            r#"{{"metadata":{{"pad":"{padding}"}},"event":{{"type":"call.ended","data":{{"call":{{"id":"c_t{n}"}}}}}}}}"#
+        );
+        assert_eq!(app.post_webhook(body).await.status, 200);
+    }
+    assert_eq!(
+        subscriptions_become(&app, 0.0, wait).await,
+        Some(0.0),
+        "the stalled socket is closed, and its subscription with it"
+    );
+    // What the client reads now ends with the connection, not more events.
+    let mut read = 0;
+    loop {
+        match stalled
+            .receive_within(std::time::Duration::from_secs(5))
+            .await
+        {
+            Some(Received::Json(_)) => read += 1,
+            Some(Received::Ended | Received::Close(..)) => break,
+            None => panic!("the socket is still open after {read} messages"),
+        }
+    }
+    assert!(read < 40, "closed before all 40 were sent: {read}");
+}
+
 /// The `data.callEvents.event.id`s of `n` messages.
 pub async fn event_ids(client: &mut Client, n: usize) -> Vec<Value> {
     let mut ids = Vec::new();
