@@ -10,7 +10,7 @@ mod projection;
 pub use apply::{ActionRow, AnalysisRow, AttemptState, CallState, Effect};
 pub use parse::{
     ActionFields, AnalysisFields, CallFields, Cost, Credits, Delivery, Format, ParseError, Report,
-    parse,
+    json, parse,
 };
 pub use projection::{Changes, Decision, EventRef, NewEvent, Projection, StoredEvent};
 

@@ -153,8 +153,12 @@ impl ParseError {
 
 /// Parse one raw delivery body, of either format.
 pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ParseError::MalformedJson(e.to_string()))?;
+    let mut value = json(body).map_err(|e| ParseError::MalformedJson(e.to_string()))?;
+    // PostgreSQL stores NUL in neither text nor `jsonb`: what calltrail reads
+    // from a body has U+FFFD in its place, on both databases.
+    if body.windows(6).any(|w| w == b"\\u0000") {
+        without_nul(&mut value);
+    }
     let Value::Object(root) = value else {
         return Err(ParseError::NotAnObject);
     };
@@ -165,6 +169,84 @@ pub fn parse(body: &[u8]) -> Result<Delivery, ParseError> {
         Some(Value::Object(event)) => parse_v1(&root, event, text()?),
         _ if root.contains_key("type") => parse_v2(&root, text()?),
         _ => Err(ParseError::MissingEvent),
+    }
+}
+
+/// A body's JSON, read as leniently as JSON allows: a lone UTF-16
+/// surrogate escape (`"\ud83d"`: what JavaScript's `JSON.stringify` writes
+/// for a string cut inside an emoji), valid JSON grammar that serde_json
+/// refuses, reads as U+FFFD, so no delivery is refused for its characters.
+/// The stored body keeps its bytes whatever is read here.
+pub fn json(body: &[u8]) -> Result<Value, serde_json::Error> {
+    serde_json::from_slice(body).or_else(|err| match without_lone_surrogates(body) {
+        Some(mended) => serde_json::from_slice(&mended).map_err(|_| err),
+        None => Err(err),
+    })
+}
+
+/// `body` with each `\uXXXX` escape of a lone surrogate (one not part of a
+/// high-low pair) written `\ufffd`; None when it has none. A backslash is
+/// only ever inside a JSON string, so escapes are found without tracking
+/// strings; anything malformed is left for the parser to refuse.
+fn without_lone_surrogates(body: &[u8]) -> Option<Vec<u8>> {
+    let unit = |at: usize| {
+        let hex = body.get(at..at + 4)?;
+        if !hex.iter().all(u8::is_ascii_hexdigit) {
+            return None;
+        }
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let high = |u: u16| (0xD800..0xDC00).contains(&u);
+    let low = |u: u16| (0xDC00..0xE000).contains(&u);
+    let mut out = Vec::with_capacity(body.len());
+    let (mut i, mut mended) = (0, false);
+    while i < body.len() {
+        if body[i] != b'\\' {
+            out.push(body[i]);
+            i += 1;
+            continue;
+        }
+        let step = match (body.get(i + 1), unit(i + 2)) {
+            (Some(b'u'), Some(u))
+                if high(u)
+                    && body.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                    && unit(i + 8).is_some_and(low) =>
+            {
+                12
+            }
+            (Some(b'u'), Some(u)) if high(u) || low(u) => {
+                out.extend_from_slice(b"\\ufffd");
+                mended = true;
+                i += 6;
+                continue;
+            }
+            (Some(b'u'), Some(_)) => 6,
+            (Some(_), _) => 2,
+            (None, _) => 1,
+        };
+        let end = (i + step).min(body.len());
+        out.extend_from_slice(&body[i..end]);
+        i = end;
+    }
+    mended.then_some(out)
+}
+
+/// Every NUL in `value`'s keys and strings replaced by U+FFFD.
+fn without_nul(value: &mut Value) {
+    const NUL: char = '\0';
+    match value {
+        Value::String(s) if s.contains(NUL) => *s = s.replace(NUL, "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(map) => {
+            *map = std::mem::take(map)
+                .into_iter()
+                .map(|(key, mut v)| {
+                    without_nul(&mut v);
+                    (key.replace(NUL, "\u{FFFD}"), v)
+                })
+                .collect();
+        }
+        _ => {}
     }
 }
 
@@ -652,6 +734,46 @@ mod tests {
                     .prop_map(|m| Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn a_lone_surrogate_escape_reads_as_the_replacement_character_and_the_body_is_kept() {
+        // A string cut inside an emoji, as JSON.stringify writes it; a
+        // whole pair and an escaped backslash before "ud83d" stay as sent.
+        let body = br#"{"metadata":{"note":"cut \ud83d","whole":"\ud83d\ude00","text":"\\ud83d"},"event":{"type":"call.initiate","data":{"call":{"id":"c_\udc00"}}}}"#;
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        let d = parse(body).expect("valid JSON grammar is accepted");
+        let metadata = d.metadata.unwrap();
+        assert_eq!(metadata["note"], "cut \u{FFFD}");
+        assert_eq!(metadata["whole"], "\u{1F600}");
+        assert_eq!(metadata["text"], "\\ud83d");
+        assert_eq!(d.call_id.as_deref(), Some("c_\u{FFFD}"));
+        assert_eq!(d.body.as_bytes(), &body[..]);
+        assert_eq!(d.dedupe_key, hex::encode(Sha256::digest(body)));
+        // What is not JSON stays refused.
+        for bad in [
+            &br#"{"a":"\ud83"}"#[..],
+            br#"{"a":"\ud83d"#,
+            br#"{"a":"\x"}"#,
+        ] {
+            assert!(
+                matches!(parse(bad), Err(ParseError::MalformedJson(_))),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn nul_characters_read_as_the_replacement_character_in_keys_and_strings() {
+        let body = br#"{"metadata":{"n":"a\u0000b","k\u0000":1},"event":{"type":"end-of-call","data":{"call":{"id":"c_nul"},"analysis":{"summary":"x\u0000","insights":{"deep":["\u0000"]}}}}}"#;
+        let d = parse(body).unwrap();
+        let metadata = d.metadata.unwrap();
+        assert_eq!(metadata["n"], "a\u{FFFD}b");
+        assert_eq!(metadata["k\u{FFFD}"], 1);
+        let analysis = d.analysis.unwrap();
+        assert_eq!(analysis.summary.as_deref(), Some("x\u{FFFD}"));
+        assert_eq!(analysis.insights.unwrap()["deep"][0], "\u{FFFD}");
+        assert_eq!(d.body.as_bytes(), &body[..]);
     }
 
     proptest! {

@@ -418,7 +418,7 @@ impl From<webhook_event::Model> for WebhookEvent {
         Self {
             cursor: events::cursor_of(&e),
             id: ID(e.id.to_string()),
-            payload: Json(serde_json::from_str(&e.body).unwrap_or(Value::String(e.body))),
+            payload: Json(crate::domain::json(e.body.as_bytes()).unwrap_or(Value::String(e.body))),
             event_type: e.event_type,
             format: Format::from_db(&e.format).into(),
             upstream_id: e.upstream_id.map(ID),

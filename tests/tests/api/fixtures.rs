@@ -1,7 +1,9 @@
 //! Each fixture sequence gives the calls, attempts, analyses and actions the
 //! contract implies.
 
-use calltrail_tests::{Backend, TestApp, fixture, fixture_lines, on_each_backend_and_batch};
+use calltrail_tests::{
+    Backend, TestApp, fixture, fixture_lines, on_each_backend, on_each_backend_and_batch,
+};
 use entity::{action, analysis, attempt, call, webhook_event};
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::json;
@@ -322,6 +324,61 @@ async fn edge_deliveries_are_accepted_and_kept() {
         assert_eq!(call_row(&app, "c_dnd-1").await.status, "SKIP");
         assert_eq!(call_row(&app, "c_dnd-1").await.metadata, None);
         assert_eq!(call_row(&app, "c_extra-1").await.status, "FAILED");
+    })
+    .await;
+}
+
+/// Characters a platform can send that some layer refuses: NUL (`\u0000`),
+/// which PostgreSQL stores in neither text nor `jsonb`, and a lone UTF-16
+/// surrogate escape (a string cut inside an emoji by JavaScript), which
+/// serde_json refuses. Each delivery is stored, its body byte for byte;
+/// what is read from it has U+FFFD in their place.
+#[tokio::test]
+async fn deliveries_with_nul_characters_or_a_lone_surrogate_are_stored() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let bodies: [&[u8]; 4] = [
+            br#"{"metadata":{"n":"a\u0000b"},"event":{"type":"call.initiate","data":{"call":{"id":"c_nul","status":"initiate"}}}}"#,
+            br#"{"metadata":{},"event":{"type":"end-of-call","data":{"call":{"id":"c_nul","status":"completed"},"analysis":{"success":true,"summary":"x\u0000y","insights":{"k":"\u0000"}}}}}"#,
+            br#"{"event":{"type":"action","data":{"call":{"id":"c_nul"},"action":"send_whatsapp","reason":"r\u0000","payload":{"m":"\u0000"}}}}"#,
+            br#"{"metadata":{"note":"cut \ud83d"},"event":{"type":"call.initiate","data":{"call":{"id":"c_cut","status":"initiate"}}}}"#,
+        ];
+        for body in bodies {
+            let answer = app.post_webhook(body).await;
+            assert_eq!(answer.status, 200, "{backend:?}: {}", answer.body);
+            assert_eq!(answer.body["duplicate"], false);
+        }
+        let events = webhook_event::Entity::find()
+            .order_by_asc(webhook_event::Column::Id)
+            .all(&app.db)
+            .await
+            .unwrap();
+        let kept: Vec<&[u8]> = events.iter().map(|e| e.body.as_bytes()).collect();
+        assert_eq!(kept, bodies, "{backend:?}: kept byte for byte");
+
+        let nul = call_row(&app, "c_nul").await;
+        assert_eq!(nul.metadata, Some(json!({"n": "a\u{FFFD}b"})));
+        assert_eq!(nul.status, "COMPLETED");
+        let analysis = analysis::Entity::find().one(&app.db).await.unwrap().unwrap();
+        assert_eq!(analysis.summary.as_deref(), Some("x\u{FFFD}y"));
+        assert_eq!(analysis.insights, Some(json!({"k": "\u{FFFD}"})));
+        let action = action::Entity::find().one(&app.db).await.unwrap().unwrap();
+        assert_eq!(action.reason.as_deref(), Some("r\u{FFFD}"));
+        assert_eq!(action.payload, Some(json!({"m": "\u{FFFD}"})));
+        let cut = call_row(&app, "c_cut").await;
+        assert_eq!(cut.metadata, Some(json!({"note": "cut \u{FFFD}"})));
+
+        // GraphQL serves each payload as JSON (NUL as sent, the lone
+        // surrogate as U+FFFD), not as a string.
+        let answer = app
+            .graphql(
+                r#"{ a: call(id: "c_nul") { events { payload } } b: call(id: "c_cut") { events { payload } } }"#,
+                json!({}),
+            )
+            .await;
+        let data = &answer.body["data"];
+        assert_eq!(data["a"]["events"][0]["payload"]["metadata"]["n"], "a\u{0}b", "{backend:?}: {}", answer.body);
+        assert_eq!(data["b"]["events"][0]["payload"]["metadata"]["note"], "cut \u{FFFD}");
     })
     .await;
 }
