@@ -207,6 +207,12 @@ pub struct Config {
     /// otherwise hold its connection and subscriptions for good).
     #[arg(long, env = "CALLTRAIL_WS_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
     pub ws_write_timeout: Duration,
+
+    /// How long the SQLite writer waits for a file another connection
+    /// holds (a `reprocess`, say) before the batch fails with 503; not a
+    /// setting (tests shorten it).
+    #[arg(skip = Duration::from_secs(10))]
+    pub sqlite_busy_timeout: Duration,
 }
 
 impl Config {

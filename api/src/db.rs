@@ -98,7 +98,7 @@ impl Db {
                     Sync::Full => SqliteSynchronous::Full,
                     Sync::Normal => SqliteSynchronous::Normal,
                 })
-                .busy_timeout(Duration::from_secs(10))
+                .busy_timeout(config.sqlite_busy_timeout)
                 .foreign_keys(true);
             let pool = |n: u32| {
                 SqlitePoolOptions::new()

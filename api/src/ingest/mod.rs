@@ -228,6 +228,17 @@ impl Store {
         }
     }
 
+    /// Whether the batch that just failed failed because the database is
+    /// unavailable (unreachable, locked past its timeout), not for what it
+    /// carried: then its deliveries are not tried one by one, each would
+    /// only wait as long again for the same 503.
+    fn down(&self) -> bool {
+        match self {
+            Self::Postgres(writer) => writer.down(),
+            Self::Sqlite(store) => store.down(),
+        }
+    }
+
     /// Whether the batch that just failed committed after all (PostgreSQL:
     /// its connection may have broken after the commit; SQLite commits in
     /// the writer's own transaction, so its error is the commit's).
@@ -343,10 +354,15 @@ async fn commit_and_answer(
                         .send(Err(IngestError::Unavailable(err.to_string())));
                 }
             }
-            Settled::NotCommitted if jobs.len() > 1 => {
+            Settled::NotCommitted if jobs.len() > 1 && !store.down() => {
                 tracing::warn!(error = %err, size = jobs.len(), "batch failed; committing its deliveries one by one");
                 metrics.batches_retried.increment(1);
+                let mut down: Option<String> = None;
                 for job in jobs {
+                    if let Some(err) = &down {
+                        let _ = job.reply.send(Err(IngestError::Unavailable(err.clone())));
+                        continue;
+                    }
                     let started = std::time::Instant::now();
                     let input = [(&job.delivery, job.received_at, job.signature_verified)];
                     let result = match store.commit(&input).await {
@@ -372,14 +388,25 @@ async fn commit_and_answer(
                     {
                         publisher.committed(store.head());
                     }
+                    if let Err(err) = &result
+                        && store.down()
+                    {
+                        // The rest would wait as long for the same answer.
+                        down = Some(err.to_string());
+                    }
                     let _ = job
                         .reply
                         .send(result.map(|mut r| r.remove(0)).map_err(unavailable));
                 }
             }
             Settled::NotCommitted => {
-                let job = jobs.into_iter().next().expect("one job");
-                let _ = job.reply.send(Err(unavailable(err)));
+                if jobs.len() > 1 {
+                    tracing::warn!(error = %err, size = jobs.len(), "batch failed: the database is unavailable");
+                }
+                let err = unavailable(err);
+                for job in jobs {
+                    let _ = job.reply.send(Err(err.clone()));
+                }
             }
         },
     }

@@ -53,6 +53,9 @@ pub(super) struct Writer {
     /// connection broke, or its answer did not check out): it may have
     /// committed ([`Writer::settle`]).
     doubt: bool,
+    /// The last batch failed because the database could not be reached
+    /// or refused connections ([`unavailable`]), not for what it carried.
+    down: bool,
 }
 
 impl Writer {
@@ -64,6 +67,7 @@ impl Writer {
             conflicts,
             known: Known::new(writers),
             doubt: false,
+            down: false,
         }
     }
 
@@ -90,20 +94,37 @@ impl Writer {
         }
     }
 
+    /// Whether the last failed batch failed because the database was
+    /// unavailable: the writer's other deliveries would only wait as long
+    /// again for the same answer.
+    pub(super) fn down(&self) -> bool {
+        self.down
+    }
+
     pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
-        let mut conn = match self.held.take() {
-            Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
-                match conn.ping().await {
-                    Ok(()) => conn,
-                    Err(_) => {
-                        conn.close_on_drop();
-                        drop(conn);
-                        self.pool.acquire().await.map_err(db_err)?
+        let (doubt, down) = (&mut self.doubt, &mut self.down);
+        let acquired = async {
+            match self.held.take() {
+                Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
+                    match conn.ping().await {
+                        Ok(()) => Ok(conn),
+                        Err(_) => {
+                            conn.close_on_drop();
+                            drop(conn);
+                            self.pool.acquire().await
+                        }
                     }
                 }
+                Some((conn, _)) => Ok(conn),
+                None => self.pool.acquire().await,
             }
-            Some((conn, _)) => conn,
-            None => self.pool.acquire().await.map_err(db_err)?,
+        };
+        let mut conn = match acquired.await {
+            Ok(conn) => conn,
+            Err(err) => {
+                (*doubt, *down) = (false, true);
+                return Err(db_err(err));
+            }
         };
         let mut races = 0;
         let result = loop {
@@ -133,9 +154,13 @@ impl Writer {
             }
         };
         match &result {
-            Ok(_) => self.held = Some((conn, Instant::now())),
+            Ok(_) => {
+                self.held = Some((conn, Instant::now()));
+                self.down = false;
+            }
             Err(err) => {
                 self.doubt = in_doubt(err);
+                self.down = unavailable(err);
                 conn.close_on_drop();
             }
         }
@@ -155,6 +180,26 @@ fn in_doubt(err: &sqlx::Error) -> bool {
             .is_some_and(|code| code.starts_with("57") || code.starts_with("08")),
         sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => false,
         _ => true,
+    }
+}
+
+/// Whether a batch failed because the database could not be reached, not
+/// for what it carried: no connection (the pool's wait timed out, the
+/// socket failed), the connection broke (SQLSTATE class 08), the server is
+/// shutting down or starting (57P01–57P03), or it is out of resources
+/// (class 53: too many connections, disk full).
+fn unavailable(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(e) => e.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("53")
+                || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 

@@ -66,6 +66,10 @@ pub(super) struct SqliteStore {
     /// it holds [`KEPT_CALLS`].
     known: HashMap<String, CallState>,
     data_version: i64,
+    /// The last batch failed because it could not begin its write (the
+    /// file stayed locked by another connection past the busy timeout, or
+    /// could not be read): nothing it carried was at fault.
+    down: bool,
 }
 
 /// Most calls [`SqliteStore`] keeps between batches (a few MB).
@@ -152,6 +156,7 @@ impl SqliteStore {
             head: 0,
             known: HashMap::new(),
             data_version: 0,
+            down: false,
         })
     }
 
@@ -162,7 +167,14 @@ impl SqliteStore {
 
     /// Commit a batch in one `BEGIN IMMEDIATE` transaction; one receipt per
     /// delivery, in order. On error nothing of the batch is written.
+    /// Whether the last failed batch failed because the database was
+    /// unavailable (see `down`).
+    pub(super) fn down(&self) -> bool {
+        self.down
+    }
+
     pub(super) fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+        self.down = false;
         let committed = self.try_commit(batch);
         if committed.is_err() {
             // The transaction rolled back: WAL frames it spilled must not
@@ -179,7 +191,10 @@ impl SqliteStore {
         let txn = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql_err)?;
+            .map_err(|err| {
+                self.down = true;
+                sql_err(err)
+            })?;
         let call_ids: BTreeSet<&str> = batch
             .iter()
             .filter_map(|(d, ..)| d.call_id.as_deref())

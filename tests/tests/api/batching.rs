@@ -444,3 +444,44 @@ async fn a_delivery_whose_raw_event_the_database_skips_changes_no_call() {
     })
     .await;
 }
+
+/// SQLite: while another connection holds the file past the busy timeout, a
+/// failed batch is not retried one delivery at a time (each would wait the
+/// whole timeout again for the same answer, the last of a batch of 128 some
+/// twenty minutes): every delivery of it gets its 503 at once, nothing is
+/// stored, and the writer goes on once the file is free.
+#[tokio::test]
+async fn a_batch_refused_for_a_locked_database_is_answered_503_at_once() {
+    let busy = Duration::from_millis(500);
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.ingest_batch = 256;
+        c.sqlite_busy_timeout = busy;
+    })
+    .await;
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    let holder = app.db.begin_with_options(options).await.unwrap();
+    // The first delivery waits alone for the lock; the next five queue
+    // behind it and fail as one batch.
+    let answers =
+        join_all((0..6).map(|i| app.post_webhook(initiate(&format!("c_locked-{i}"))))).await;
+    for answer in &answers {
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert_eq!(answer.body["error"]["code"], "unavailable");
+        assert!(answer.headers.contains_key("retry-after"));
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, "calltrail_ingest_batches_retried_total", &[]).unwrap_or(0.0),
+        0.0,
+        "no batch was retried one delivery at a time: {metrics}"
+    );
+    holder.rollback().await.unwrap();
+    assert_eq!(app.count("webhook_event").await, 0);
+
+    let again = app.post_webhook(initiate("c_locked-0")).await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    assert_eq!(again.body["duplicate"], false);
+}
