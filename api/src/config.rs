@@ -88,7 +88,8 @@ pub struct Config {
         long,
         env = "CALLTRAIL_WEBHOOK_SECRETS",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = Hidden::<WebhookSecrets>::new()
     )]
     pub webhook_secrets: Option<WebhookSecrets>,
 
@@ -107,7 +108,8 @@ pub struct Config {
         long,
         env = "CALLTRAIL_API_TOKEN",
         global = true,
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = Hidden::<Secret>::new()
     )]
     pub api_token: Option<Secret>,
 
@@ -272,8 +274,65 @@ pub struct Secret(pub String);
 
 impl FromStr for Secret {
     type Err = String;
+    /// Trimmed (a token read from a file often ends in a newline); empty is
+    /// refused: a variable set to nothing (`${TOKEN}` with `TOKEN` unset)
+    /// would otherwise stand for a token no client can send.
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(Self(s.to_owned()))
+        match s.trim() {
+            "" => Err("it is empty (unset the variable instead)".into()),
+            s => Ok(Self(s.to_owned())),
+        }
+    }
+}
+
+/// Parses a secret-bearing value without ever printing it: clap's own
+/// error for a bad value quotes the whole value (every secret in it) to
+/// stderr; this one names the option and what is wrong only.
+#[derive(Clone)]
+pub struct Hidden<T>(std::marker::PhantomData<T>);
+
+impl<T> Hidden<T> {
+    pub fn new() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+impl<T> Default for Hidden<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> clap::builder::TypedValueParser for Hidden<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map_or_else(
+            || "a secret".to_owned(),
+            |a| match a.get_env() {
+                Some(env) => format!("{} ({})", env.to_string_lossy(), a.get_id()),
+                None => a.get_id().to_string(),
+            },
+        );
+        let refuse = |why: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for {name} (not shown): {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| refuse("it is not UTF-8".into()))?;
+        T::from_str(text).map_err(refuse)
     }
 }
 
@@ -295,8 +354,8 @@ impl FromStr for WebhookSecrets {
         let mut entries = Vec::new();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
             let entry = match item.split_once(':') {
-                Some((pk, sk)) if !pk.is_empty() && !sk.is_empty() => {
-                    (Some(pk.to_owned()), Secret(sk.to_owned()))
+                Some((pk, sk)) if !pk.trim().is_empty() && !sk.trim().is_empty() => {
+                    (Some(pk.trim().to_owned()), Secret(sk.trim().to_owned()))
                 }
                 Some(_) => return Err("a `pk:sk` pair needs both a public key and a secret".into()),
                 None => (None, Secret(item.to_owned())),
@@ -352,6 +411,38 @@ mod tests {
         assert_eq!(s.entries[1], (None, Secret("sk_b".into())));
         assert!(!format!("{s:?}").contains("sk_"));
         assert!("pk_a:".parse::<WebhookSecrets>().is_err());
+        // Spaces around either half are not part of it.
+        let s: WebhookSecrets = "pk_a: sk_a ,whsec_b\n".parse().unwrap();
+        assert_eq!(s.entries[0], (Some("pk_a".into()), Secret("sk_a".into())));
+        assert_eq!(s.entries[1], (None, Secret("whsec_b".into())));
+    }
+
+    #[test]
+    fn a_bad_secret_value_is_refused_without_printing_it() {
+        let err = Cli::try_parse_from([
+            "calltrail",
+            "--webhook-secrets",
+            "pk_live:sk_live_very_secret,pk_x:",
+        ])
+        .unwrap_err();
+        let shown = err.to_string();
+        assert!(shown.contains("webhook_secrets"), "{shown}");
+        assert!(
+            shown.contains("needs both a public key and a secret"),
+            "{shown}"
+        );
+        assert!(!shown.contains("sk_live_very_secret"), "{shown}");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    #[test]
+    fn the_api_token_is_trimmed_and_an_empty_one_refused() {
+        let config = Cli::parse_from(["calltrail", "--api-token", "t0ken\n"]).config;
+        assert_eq!(config.api_token, Some(Secret("t0ken".into())));
+        for empty in ["", " \n"] {
+            let err = Cli::try_parse_from(["calltrail", "--api-token", empty]).unwrap_err();
+            assert!(err.to_string().contains("it is empty"), "{err}");
+        }
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub struct SimulateArgs {
     #[arg(long, env = "CALLTRAIL_SIMULATE_CONCURRENCY", default_value_t = 8)]
     pub concurrency: usize,
     /// Sign with this secret: `pk_…:sk_…` (v1 also sends x-public-key) or a bare secret (`whsec_…`).
-    #[arg(long, env = "CALLTRAIL_SIMULATE_SECRET", hide_env_values = true)]
+    #[arg(long, env = "CALLTRAIL_SIMULATE_SECRET", hide_env_values = true, value_parser = crate::config::Hidden::<WebhookSecrets>::new())]
     pub secret: Option<WebhookSecrets>,
     /// The platform's webhook format to send: `v1` (signed with x-signature) or
     /// `v2` (signed with X-Mirai-Signature, timestamped now).
