@@ -39,6 +39,10 @@ fn ping_when_idle<C: Connection>(
     })
 }
 
+/// The PostgreSQL advisory lock key replicas take around their migrations
+/// (`calltrail` in ASCII).
+pub const MIGRATION_LOCK: i64 = 0x63_61_6c_6c_74_72_61_69;
+
 /// The two pools: writers never wait behind readers, readers never behind a
 /// writer's transaction.
 #[derive(Clone, Debug)]
@@ -177,16 +181,41 @@ impl Db {
         }
     }
 
-    /// Apply every pending migration.
+    /// Apply every pending migration. On PostgreSQL under a session
+    /// advisory lock ([`MIGRATION_LOCK`], on a connection of its own):
+    /// replicas starting together on a new or older database migrate one
+    /// after another (the later ones find nothing pending) instead of racing
+    /// to create the same tables, the losers exiting with an error.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        Migrator::up(&self.write, None)
+        let lock = match self.backend() {
+            DatabaseBackend::Postgres => {
+                let options = self.write.get_postgres_connection_pool().connect_options();
+                let mut conn = PgConnection::connect_with(&options)
+                    .await
+                    .context("connecting to take the migration lock")?;
+                sea_orm::sqlx::query("SELECT pg_advisory_lock($1)")
+                    .bind(MIGRATION_LOCK)
+                    .execute(&mut conn)
+                    .await
+                    .context("taking the migration lock")?;
+                Some(conn)
+            }
+            _ => None,
+        };
+        let applied = Migrator::up(&self.write, None)
             .await
-            .context("applying migrations")
+            .context("applying migrations");
+        if let Some(conn) = lock {
+            // Ending the session releases the lock.
+            let _ = conn.close().await;
+        }
+        applied
     }
 
     /// Ready: the database answers and no migration is pending.
     pub async fn ready(&self) -> Result<(), String> {
-        match Migrator::get_pending_migrations(&self.read).await {
+        // Read-only: no `CREATE TABLE IF NOT EXISTS` (nor its notice) per probe.
+        match Migrator::get_pending_migrations_read_only(&self.read).await {
             Ok(pending) if pending.is_empty() => Ok(()),
             Ok(pending) => Err(format!("{} migration(s) pending", pending.len())),
             Err(e) => Err(format!("database unavailable: {e}")),

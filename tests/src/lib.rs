@@ -199,6 +199,16 @@ impl TestApp {
         Self::spawn_on(self.backend, self.database_url.clone(), configure).await
     }
 
+    /// A server on the database at `database_url` (made with
+    /// [`fresh_database`]), migrating it if need be.
+    pub async fn spawn_at(
+        backend: Backend,
+        database_url: String,
+        configure: impl FnOnce(&mut Config),
+    ) -> Self {
+        Self::spawn_on(backend, database_url, configure).await
+    }
+
     async fn spawn_on(
         backend: Backend,
         database_url: String,
