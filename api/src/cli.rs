@@ -17,13 +17,22 @@ use crate::ingest::{Ingestor, reprocess as rebuild};
 pub async fn migrate(config: &Config, action: MigrateAction) -> anyhow::Result<()> {
     let db = Db::connect(config, 1).await?;
     let conn = &db.write;
+    let context = || format!("migrate {action:?}").to_lowercase();
     match action {
-        MigrateAction::Up => Migrator::up(conn, None).await,
+        // As at start: under the migration lock on PostgreSQL.
+        MigrateAction::Up => return db.migrate().await.with_context(context),
         MigrateAction::Down => Migrator::down(conn, Some(1)).await,
-        MigrateAction::Status => Migrator::status(conn).await,
+        // One line per migration on stdout, whatever RUST_LOG says.
+        MigrateAction::Status => Migrator::get_migration_with_status_read_only(conn)
+            .await
+            .map(|all| {
+                for m in all {
+                    println!("{:?}\t{}", m.status(), m.name());
+                }
+            }),
         MigrateAction::Fresh => Migrator::fresh(conn).await,
     }
-    .with_context(|| format!("migrate {action:?}").to_lowercase())
+    .with_context(context)
 }
 
 /// What `calltrail import` did.

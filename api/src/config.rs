@@ -96,7 +96,7 @@ pub struct Config {
     /// How far a v2 signature's timestamp (`X-Mirai-Signature: t=…`) may be
     /// from now, either way, before the delivery is refused as a replay
     /// (`300`, `90s`, `5m`).
-    #[arg(long, env = "CALLTRAIL_WEBHOOK_TOLERANCE", default_value = "300", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "CALLTRAIL_WEBHOOK_TOLERANCE", default_value = "300", value_parser = positive_duration, global = true)]
     pub webhook_tolerance: Duration,
 
     /// What "now" is for the signature window (tests fix it).
@@ -117,6 +117,7 @@ pub struct Config {
     #[arg(
         long,
         env = "CALLTRAIL_MAX_BODY_BYTES",
+        value_parser = at_least_one,
         default_value_t = 1_048_576,
         global = true
     )]
@@ -132,7 +133,7 @@ pub struct Config {
     pub cors_origins: Vec<String>,
 
     /// How long an unfinished call may stay silent before it counts as stale (`90s`, `2m`, `1h`).
-    #[arg(long, env = "CALLTRAIL_STALE_AFTER", default_value = "40m", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "CALLTRAIL_STALE_AFTER", default_value = "40m", value_parser = positive_duration, global = true)]
     pub stale_after: Duration,
 
     /// Log filter (tracing `EnvFilter` syntax).
@@ -163,13 +164,14 @@ pub struct Config {
     /// Ingest writers on PostgreSQL (each commits its own batches; a call always
     /// goes to the same writer). Default: half the CPU cores, at least 1; at
     /// most 64. SQLite always has exactly one.
-    #[arg(long, env = "CALLTRAIL_INGEST_WRITERS", global = true)]
+    #[arg(long, env = "CALLTRAIL_INGEST_WRITERS", value_parser = at_least_one, global = true)]
     pub ingest_writers: Option<usize>,
 
     /// Most deliveries one writer commits in one transaction.
     #[arg(
         long,
         env = "CALLTRAIL_INGEST_BATCH",
+        value_parser = at_least_one,
         default_value_t = 128,
         global = true
     )]
@@ -179,6 +181,7 @@ pub struct Config {
     #[arg(
         long,
         env = "CALLTRAIL_INGEST_QUEUE",
+        value_parser = at_least_one,
         default_value_t = 4096,
         global = true
     )]
@@ -199,6 +202,7 @@ pub struct Config {
     #[arg(
         long,
         env = "CALLTRAIL_SUBSCRIPTION_BUFFER",
+        value_parser = at_least_one,
         default_value_t = 1024,
         global = true
     )]
@@ -207,7 +211,7 @@ pub struct Config {
     /// How long a write to a WebSocket may wait for its client to read
     /// before the socket is closed (a client that stopped reading would
     /// otherwise hold its connection and subscriptions for good).
-    #[arg(long, env = "CALLTRAIL_WS_WRITE_TIMEOUT", default_value = "60s", value_parser = parse_duration, global = true)]
+    #[arg(long, env = "CALLTRAIL_WS_WRITE_TIMEOUT", default_value = "60s", value_parser = positive_duration, global = true)]
     pub ws_write_timeout: Duration,
 
     /// How long the SQLite writer waits for a file another connection
@@ -382,6 +386,24 @@ impl fmt::Debug for WebhookSecrets {
     }
 }
 
+/// A count that must be at least 1 (a queue, batch or limit of 0 would
+/// refuse everything).
+pub(crate) fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number")),
+    }
+}
+
+/// [`parse_duration`], longer than zero.
+fn positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0".into()),
+        d => Ok(d),
+    }
+}
+
 /// `90s`, `2m`, `1h`, `1d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -390,14 +412,16 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = number
         .parse()
         .map_err(|_| format!("{s:?} is not a duration like 90s, 2m or 1h"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m, h or d)")),
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[cfg(test)]
@@ -453,6 +477,34 @@ mod tests {
         let set = Cli::parse_from(["calltrail", "--webhook-tolerance", "2m"]).config;
         assert_eq!(set.webhook_tolerance, Duration::from_secs(120));
         assert_eq!(Clock::Fixed(42).unix_now(), 42);
+    }
+
+    #[test]
+    fn counts_and_durations_of_zero_or_out_of_range_are_refused() {
+        for args in [
+            ["--max-body-bytes", "0"],
+            ["--ingest-batch", "0"],
+            ["--ingest-queue", "0"],
+            ["--ingest-writers", "0"],
+            ["--subscription-buffer", "0"],
+            ["--ws-write-timeout", "0s"],
+            ["--stale-after", "0"],
+            ["--webhook-tolerance", "0m"],
+            ["--stale-after", "99999999999999999d"],
+            ["--ingest-batch", "-3"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("calltrail").chain(args)).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}: {err}");
+        }
+        let ok = Cli::parse_from([
+            "calltrail",
+            "--ingest-batch",
+            "1",
+            "--ws-write-timeout",
+            "1s",
+        ]);
+        assert_eq!(ok.config.ingest_batch, 1);
+        assert_eq!(ok.config.ws_write_timeout, Duration::from_secs(1));
     }
 
     #[test]

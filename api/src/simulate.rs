@@ -29,7 +29,7 @@ pub struct SimulateArgs {
     #[arg(long, env = "CALLTRAIL_SIMULATE_CALLS", default_value_t = 50)]
     pub calls: usize,
     /// Calls in flight at once (each sends its deliveries in order).
-    #[arg(long, env = "CALLTRAIL_SIMULATE_CONCURRENCY", default_value_t = 8)]
+    #[arg(long, env = "CALLTRAIL_SIMULATE_CONCURRENCY", default_value_t = 8, value_parser = crate::config::at_least_one)]
     pub concurrency: usize,
     /// Sign with this secret: `pk_…:sk_…` (v1 also sends x-public-key) or a bare secret (`whsec_…`).
     #[arg(long, env = "CALLTRAIL_SIMULATE_SECRET", hide_env_values = true, value_parser = crate::config::Hidden::<WebhookSecrets>::new())]
@@ -47,7 +47,7 @@ pub struct SimulateArgs {
     #[arg(long, env = "CALLTRAIL_SIMULATE_SEED")]
     pub seed: Option<u64>,
     /// Send at most this many deliveries per second, over all calls (default: as fast as answered).
-    #[arg(long, env = "CALLTRAIL_SIMULATE_RATE")]
+    #[arg(long, env = "CALLTRAIL_SIMULATE_RATE", value_parser = per_second)]
     pub rate: Option<f64>,
 }
 
@@ -143,6 +143,16 @@ pub async fn run(mut args: SimulateArgs, listen: SocketAddr) -> anyhow::Result<(
         anyhow::bail!("{} deliveries were not accepted", summary.errors);
     }
     Ok(())
+}
+
+/// A rate: a finite number of deliveries per second above 0.
+fn per_second(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{s:?} is not a number of deliveries per second above 0"
+        )),
+    }
 }
 
 /// Send `args.calls` generated lifecycles and measure every request.
@@ -595,6 +605,15 @@ mod tests {
         assert_eq!(url("0.0.0.0:9000"), "http://127.0.0.1:9000");
         assert_eq!(url("[::]:9000"), "http://[::1]:9000");
         assert_eq!(url("10.0.0.7:80"), "http://10.0.0.7:80");
+    }
+
+    #[test]
+    fn a_rate_must_be_a_positive_number() {
+        assert_eq!(per_second("250"), Ok(250.0));
+        assert_eq!(per_second("0.5"), Ok(0.5));
+        for bad in ["0", "-1", "NaN", "inf", "fast"] {
+            assert!(per_second(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

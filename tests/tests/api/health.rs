@@ -99,7 +99,25 @@ async fn migrate_commands_apply_report_and_roll_back() {
             Migrator::get_pending_migrations(&db).await.unwrap().len(),
             1
         );
-        assert!(run(&["migrate", "status"]).status.success());
+        let status = run(&["migrate", "status"]);
+        assert!(status.status.success());
+        let lines = String::from_utf8(status.stdout).unwrap();
+        let lines: Vec<&str> = lines.lines().collect();
+        assert_eq!(
+            lines.len(),
+            Migrator::get_migration_files().len(),
+            "{lines:?}"
+        );
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|l| l.starts_with("Applied\tm2026")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.last().unwrap().starts_with("Pending\tm2026"),
+            "{lines:?}"
+        );
         assert!(run(&["migrate", "fresh"]).status.success());
         assert!(
             Migrator::get_pending_migrations(&db)
