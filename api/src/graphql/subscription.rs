@@ -9,11 +9,11 @@ use chrono::Utc;
 use futures_util::stream::BoxStream;
 use futures_util::{Stream, StreamExt, stream};
 
-use super::StaleAfter;
 use super::types::{Action, Call, WebhookEvent};
+use super::{StaleAfter, db};
 use crate::bus::{Bus, FeedError};
-use crate::service::events;
 use crate::service::live::{LiveEvent, LiveFilter};
+use crate::service::{actions, events};
 
 /// `extensions.code` of the error that ends a subscription that read too slowly.
 pub const TOO_SLOW: &str = "SUBSCRIPTION_TOO_SLOW";
@@ -92,30 +92,55 @@ impl SubscriptionRoot {
             .boxed())
     }
 
-    /// Every new action (the inbox, live), oldest first.
+    /// Every new action (the inbox, live), oldest first. With `after` (an
+    /// `Action.cursor`), first the stored actions after it, then live: no
+    /// gap, no repeat. A subscriber that reads too slowly is dropped with an
+    /// error whose `extensions.resumeAfter` is the cursor of the last action
+    /// it received (absent when it received none and gave no `after`).
     async fn action_created(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "Only actions of these kinds (`create_order`, …).")] kinds: Option<
             Vec<String>,
         >,
+        #[graphql(desc = "Replay the stored actions after this `Action.cursor` first.")]
+        after: Option<String>,
     ) -> Result<impl Stream<Item = Result<Action>> + use<>> {
         let bus = ctx.data::<Bus>()?;
-        Ok(bus
-            .feed(LiveFilter::default(), None)
-            .into_stream()
-            .flat_map(move |item| {
-                let items: Vec<Result<Action>> = match item {
-                    Ok(e) => e
-                        .actions
-                        .iter()
-                        .filter(|a| kinds.as_ref().is_none_or(|k| k.contains(&a.kind)))
-                        .map(|a| Action::try_from(a.clone()))
-                        .collect(),
-                    Err(err) => vec![Err(feed_error(err, false))],
-                };
-                stream::iter(items)
-            }))
+        let (mut last, start) = match after.as_deref() {
+            None => (None, None),
+            Some(cursor) => {
+                let id = actions::id_of(cursor).map_err(|e| e.extend())?;
+                let start = actions::position_after(db(ctx)?, id)
+                    .await
+                    .map_err(|e| e.extend())?;
+                (Some(id), Some(start))
+            }
+        };
+        // Only `action` deliveries create actions.
+        let filter = LiveFilter {
+            call_id: None,
+            types: Some(vec!["action".to_owned()]),
+        };
+        Ok(bus.feed(filter, start).into_stream().flat_map(move |item| {
+            let items: Vec<Result<Action>> = match item {
+                Ok(e) => {
+                    let mut items = Vec::new();
+                    for a in &e.actions {
+                        if last.is_some_and(|last| a.id <= last) {
+                            continue;
+                        }
+                        last = Some(a.id);
+                        if kinds.as_ref().is_none_or(|k| k.contains(&a.kind)) {
+                            items.push(Action::try_from(a.clone()));
+                        }
+                    }
+                    items
+                }
+                Err(err) => vec![Err(action_feed_error(err, last))],
+            };
+            stream::iter(items)
+        }))
     }
 }
 
@@ -132,6 +157,28 @@ fn call_event(e: &Arc<LiveEvent>, stale_after: chrono::Duration) -> Result<CallE
         event: WebhookEvent::from(e.event.clone()),
         call: e.call.clone().map(|c| Call::new(c, cutoff)).transpose()?,
     })
+}
+
+/// The error that ends an `actionCreated` feed: resumable from the last
+/// action it passed (delivered, or skipped for its kind).
+fn action_feed_error(err: FeedError, last: Option<i64>) -> Error {
+    match (err, last) {
+        (FeedError::TooSlow { .. }, Some(id)) => {
+            let cursor = actions::cursor_of_id(id);
+            Error::new(format!(
+                "this subscription fell too far behind and was dropped; resubscribe with after: \"{cursor}\" to continue where it stopped"
+            ))
+            .extend_with(|_, ext| {
+                ext.set("code", TOO_SLOW);
+                ext.set("resumeAfter", cursor.as_str());
+            })
+        }
+        (FeedError::TooSlow { .. }, None) => Error::new(
+            "this subscription fell too far behind and was dropped before it received an action; resubscribe, and read what was missed with `actions(filter: {status: [PENDING]})`",
+        )
+        .extend_with(|_, ext| ext.set("code", TOO_SLOW)),
+        (err, _) => feed_error(err, false),
+    }
 }
 
 /// The error that ends a feed, as subscribers receive it.

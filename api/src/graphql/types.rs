@@ -335,6 +335,9 @@ impl From<analysis::Model> for Analysis {
 pub struct Action {
     /// Opaque id of the action.
     pub id: ID,
+    /// Opaque position of this action in the inbox (the same as its edge's
+    /// in `actions`): pass it as `after` to `actionCreated`, or to `actions`.
+    pub cursor: String,
     /// What to do: `create_order`, `send_whatsapp`, `mark_prepaid`, `update_address`, `confirmed_address`, or a name the platform added since.
     pub kind: String,
     /// Why, when the platform says (`missing_address`, …).
@@ -360,6 +363,7 @@ impl TryFrom<action::Model> for Action {
             .ok_or_else(|| internal(format!("unknown action status {:?}", a.status)))?;
         Ok(Self {
             id: ID(a.id.to_string()),
+            cursor: crate::service::actions::cursor_of(&a),
             kind: a.kind,
             reason: a.reason,
             payload: a.payload.map(Json),

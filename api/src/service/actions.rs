@@ -66,6 +66,43 @@ pub fn cursor_of(a: &action::Model) -> String {
     IdCursor::encode(CURSOR, a.id)
 }
 
+/// The cursor of the action with this id.
+pub fn cursor_of_id(id: i64) -> String {
+    IdCursor::encode(CURSOR, id)
+}
+
+/// The action id an action cursor names.
+pub fn id_of(cursor: &str) -> Result<i64, ServiceError> {
+    IdCursor::decode(cursor, CURSOR)
+}
+
+/// Where in the raw log (`seq`) the actions after action `after` start:
+/// the position of the newest delivery that created an action up to it
+/// (action ids and `seq`s are both drawn in commit order); 0 when none did.
+pub async fn position_after(db: &DatabaseConnection, after: i64) -> Result<i64, ServiceError> {
+    use entity::webhook_event;
+    use sea_orm::{FromQueryResult, JoinType};
+    #[derive(FromQueryResult)]
+    struct Max {
+        max: Option<i64>,
+    }
+    let max = action::Entity::find()
+        .select_only()
+        .column_as(webhook_event::Column::Seq.max(), "max")
+        .join(
+            JoinType::InnerJoin,
+            action::Entity::belongs_to(webhook_event::Entity)
+                .from(action::Column::EventId)
+                .to(webhook_event::Column::Id)
+                .into(),
+        )
+        .filter(action::Column::Id.lte(after))
+        .into_model::<Max>()
+        .one(db)
+        .await?;
+    Ok(max.and_then(|m| m.max).unwrap_or(0))
+}
+
 /// A page of actions, oldest first (the order a worker handles them in).
 pub async fn page(
     db: &DatabaseConnection,

@@ -150,35 +150,48 @@ async fn duplicates_and_refused_deliveries_send_nothing() {
     .await;
 }
 
+/// An `action` delivery asking for `kind` on call `call`.
+fn action(call: &str, kind: &str) -> Vec<u8> {
+    format!(
+        r#"{{"event":{{"type":"action","data":{{"action":"{kind}","call":{{"id":"{call}"}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// The cursor of the newest action, as `actions` gives it.
+async fn newest_action_cursor(app: &TestApp) -> String {
+    let answer = app
+        .graphql(
+            "{ actions(first: 100) { nodes { cursor } edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    let actions = &answer.body["data"]["actions"];
+    let nodes = actions["nodes"].as_array().expect("a page of actions");
+    let cursor = nodes.last().expect("an action")["cursor"].clone();
+    assert_eq!(
+        actions["edges"][nodes.len() - 1]["cursor"],
+        cursor,
+        "Action.cursor is its edge's"
+    );
+    cursor.as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn a_worker_gets_each_new_action_of_the_kinds_it_handles() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
+        app.post_webhook(action("c_start", "create_order")).await.event_id();
+        let from = newest_action_cursor(&app).await;
         let mut worker = Client::connect(&app.address, None).await;
         worker
             .subscribe(
                 "1",
-                "subscription { actionCreated(kinds: [\"create_order\"]) { kind status callId call { id } } }",
-                json!({}),
+                "subscription($after: String) { actionCreated(kinds: [\"create_order\"], after: $after) { kind status callId call { id } } }",
+                json!({"after": from}),
             )
             .await;
-        // actionCreated has no `after`: post probe actions until one comes
-        // through, so the subscription is known to be live.
-        let mut probes = 0;
-        loop {
-            probes += 1;
-            let call = format!("c_probe{probes}");
-            app.post_webhook(delivery(&call, "action", probes)).await.event_id();
-            if let Some(Received::Json(m)) = worker.receive_within(std::time::Duration::from_millis(500)).await {
-                let mut got = m["payload"]["data"]["actionCreated"]["callId"].clone();
-                while got != json!(call) {
-                    got = worker.next_payload().await["data"]["actionCreated"]["callId"].clone();
-                }
-                break;
-            }
-        }
-        let other = br#"{"event":{"type":"action","data":{"action":"send_whatsapp","call":{"id":"c_w"}}}}"#;
-        app.post_webhook(&other[..]).await.event_id();
+        app.post_webhook(action("c_w", "send_whatsapp")).await.event_id();
         app.post_webhook(delivery("c_w", "action", 1)).await.event_id();
 
         let m = worker.next_payload().await;
@@ -187,6 +200,118 @@ async fn a_worker_gets_each_new_action_of_the_kinds_it_handles() {
             json!({"kind": "create_order", "status": "PENDING", "callId": "c_w", "call": {"id": "c_w"}}),
             "{backend:?}"
         );
+    })
+    .await;
+}
+
+/// A worker that was away resumes after the last action it handled: the
+/// actions created meanwhile come first, each once and in order, then the
+/// new ones live; a kinds filter applies to both.
+#[tokio::test]
+async fn a_worker_resuming_after_its_last_action_misses_none_and_repeats_none() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.post_webhook(action("c_1", "create_order"))
+            .await
+            .event_id();
+        let handled = newest_action_cursor(&app).await;
+        // While no worker listens (and a delivery that is not an action).
+        app.post_webhook(action("c_2", "send_whatsapp"))
+            .await
+            .event_id();
+        app.post_webhook(delivery("c_2", "call.initiate", 0))
+            .await
+            .event_id();
+        app.post_webhook(action("c_3", "create_order"))
+            .await
+            .event_id();
+
+        const RESUME: &str = "subscription($after: String, $kinds: [String!]) {
+          actionCreated(after: $after, kinds: $kinds) { callId kind cursor }
+        }";
+        let mut all = Client::connect(&app.address, None).await;
+        all.subscribe("1", RESUME, json!({"after": handled})).await;
+        let mut orders = Client::connect(&app.address, None).await;
+        orders
+            .subscribe(
+                "1",
+                RESUME,
+                json!({"after": handled, "kinds": ["create_order"]}),
+            )
+            .await;
+        let next = |m: Value| {
+            let a = &m["data"]["actionCreated"];
+            (
+                a["callId"].as_str().unwrap().to_owned(),
+                a["kind"].as_str().unwrap().to_owned(),
+            )
+        };
+        let pair = |call: &str, kind: &str| (call.to_owned(), kind.to_owned());
+        assert_eq!(
+            next(all.next_payload().await),
+            pair("c_2", "send_whatsapp"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            next(all.next_payload().await),
+            pair("c_3", "create_order"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            next(orders.next_payload().await),
+            pair("c_3", "create_order"),
+            "{backend:?}"
+        );
+
+        // Live, after the replay.
+        app.post_webhook(action("c_4", "mark_prepaid"))
+            .await
+            .event_id();
+        app.post_webhook(action("c_5", "create_order"))
+            .await
+            .event_id();
+        assert_eq!(
+            next(all.next_payload().await),
+            pair("c_4", "mark_prepaid"),
+            "{backend:?}"
+        );
+        let last = all.next_payload().await;
+        assert_eq!(
+            next(last.clone()),
+            pair("c_5", "create_order"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            next(orders.next_payload().await),
+            pair("c_5", "create_order"),
+            "{backend:?}"
+        );
+        assert_eq!(
+            last["data"]["actionCreated"]["cursor"].as_str().unwrap(),
+            newest_action_cursor(&app).await
+        );
+        for client in [&mut all, &mut orders] {
+            assert!(
+                client
+                    .receive_within(std::time::Duration::from_millis(300))
+                    .await
+                    .is_none(),
+                "{backend:?}: nothing repeated"
+            );
+        }
+
+        // A cursor of something else is refused by name.
+        let events_cursor = cursor_now(&app.address, None).await;
+        let mut wrong = Client::connect(&app.address, None).await;
+        wrong
+            .subscribe(
+                "1",
+                "subscription($after: String) { actionCreated(after: $after) { id } }",
+                json!({"after": events_cursor}),
+            )
+            .await;
+        let refused = format!("{:?}", wrong.receive().await);
+        assert!(refused.contains("invalid cursor"), "{backend:?}: {refused}");
     })
     .await;
 }
