@@ -1,4 +1,4 @@
-//! GraphQL errors carry `extensions.code`: `BAD_USER_INPUT`, `NOT_FOUND`,
+//! GraphQL errors carry `extensions.code`: `BAD_USER_INPUT`, `NOT_FOUND`, `CONFLICT`,
 //! `INTERNAL_SERVER_ERROR` from resolvers; `UNAUTHENTICATED` and
 //! `BAD_REQUEST` from the HTTP layer; the codes of [`super::limits`] for
 //! queries refused before they run.
@@ -9,6 +9,7 @@ use crate::service::ServiceError;
 
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const NOT_FOUND: &str = "NOT_FOUND";
+pub const CONFLICT: &str = "CONFLICT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
@@ -18,6 +19,7 @@ impl ErrorExtensions for ServiceError {
         let (code, message) = match self {
             Self::BadInput(m) => (BAD_USER_INPUT, m.clone()),
             Self::NotFound(m) => (NOT_FOUND, m.clone()),
+            Self::Conflict(m) => (CONFLICT, m.clone()),
             Self::Db(err) => {
                 // The database's own words stay in the log.
                 tracing::error!(error = %err, "GraphQL read failed");

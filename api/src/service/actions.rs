@@ -3,10 +3,10 @@
 
 use chrono::{DateTime, Utc};
 use entity::action;
-use sea_orm::ActiveValue::{Set, Unchanged};
+use sea_orm::ActiveValue::Set;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, Condition, DatabaseConnection, DbErr, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 use super::cursor::IdCursor;
@@ -149,24 +149,39 @@ pub fn parse_id(id: &str) -> Result<i64, ServiceError> {
 }
 
 /// Set an action's status and note; `handled_at` becomes `now`, or null
-/// when the action goes back to PENDING. One UPDATE … RETURNING.
+/// when the action goes back to PENDING. One `UPDATE … RETURNING`; with
+/// `expected`, only while the action is still in that status (a worker
+/// claiming a PENDING action: of two at once, one wins), else
+/// [`ServiceError::Conflict`] and nothing changes.
 pub async fn acknowledge(
     db: &DatabaseConnection,
     id: i64,
     status: ActionStatus,
     note: Option<String>,
     now: DateTime<Utc>,
+    expected: Option<ActionStatus>,
 ) -> Result<action::Model, ServiceError> {
     let change = action::ActiveModel {
-        id: Unchanged(id),
         status: Set(status.as_str().to_owned()),
         note: Set(note),
         handled_at: Set((status != ActionStatus::Pending).then_some(now)),
         ..Default::default()
     };
-    match change.update(db).await {
-        Ok(model) => Ok(model),
-        Err(DbErr::RecordNotUpdated) => Err(ServiceError::NotFound(format!("no action {id}"))),
-        Err(err) => Err(err.into()),
+    let mut update = action::Entity::update_many()
+        .set(change)
+        .filter(action::Column::Id.eq(id));
+    if let Some(expected) = expected {
+        update = update.filter(action::Column::Status.eq(expected.as_str()));
+    }
+    if let Some(model) = update.exec_with_returning(db).await?.pop() {
+        return Ok(model);
+    }
+    match (expected, action::Entity::find_by_id(id).one(db).await?) {
+        (Some(expected), Some(current)) => Err(ServiceError::Conflict(format!(
+            "action {id} is {}, not {}: nothing changed",
+            current.status,
+            expected.as_str()
+        ))),
+        _ => Err(ServiceError::NotFound(format!("no action {id}"))),
     }
 }

@@ -26,6 +26,10 @@ pub enum ServiceError {
     /// The thing asked for does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// A conditional change whose condition no longer holds (another worker
+    /// got there first): nothing changed.
+    #[error("{0}")]
+    Conflict(String),
     /// The database failed; logged in full, shown to clients as a short message.
     #[error("database error: {0}")]
     Db(Arc<DbErr>),

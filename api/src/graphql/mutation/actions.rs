@@ -12,7 +12,10 @@ pub struct ActionsMutation;
 #[Object]
 impl ActionsMutation {
     /// Set an action's status and note. `handledAt` becomes now for HANDLED
-    /// and FAILED, null for PENDING (re-opened). An unknown id is a
+    /// and FAILED, null for PENDING (re-opened). With `expectedStatus`, only
+    /// while the action is still in that status: otherwise a CONFLICT error
+    /// and nothing changes (of two workers claiming one action with
+    /// `expectedStatus: PENDING`, exactly one succeeds). An unknown id is a
     /// NOT_FOUND error; an id that is not an action id, BAD_USER_INPUT.
     async fn acknowledge_action(
         &self,
@@ -23,11 +26,22 @@ impl ActionsMutation {
             desc = "What the worker did, for people reading the inbox; replaces the previous note (null clears it)."
         )]
         note: Option<String>,
+        #[graphql(
+            desc = "Change it only if its status is still this one (PENDING: claim it); otherwise CONFLICT."
+        )]
+        expected_status: Option<ActionStatus>,
     ) -> Result<Action> {
         let id = actions::parse_id(&id).map_err(|e| e.extend())?;
-        let updated = actions::acknowledge(db(ctx)?, id, status.into(), note, now(ctx))
-            .await
-            .map_err(|e| e.extend())?;
+        let updated = actions::acknowledge(
+            db(ctx)?,
+            id,
+            status.into(),
+            note,
+            now(ctx),
+            expected_status.map(Into::into),
+        )
+        .await
+        .map_err(|e| e.extend())?;
         Action::try_from(updated)
     }
 }

@@ -195,3 +195,77 @@ async fn acknowledging_an_unknown_or_malformed_id_is_an_error_with_a_code() {
     })
     .await;
 }
+
+/// Two workers claiming one action (`expectedStatus: PENDING`): exactly
+/// one succeeds, the other gets CONFLICT and changes nothing; a condition
+/// that does not hold changes nothing either.
+#[tokio::test]
+async fn of_two_workers_claiming_one_action_exactly_one_succeeds() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        seed_fixtures(&app).await;
+        let inbox = actions(&app, json!({"filter": {"status": ["PENDING"]}})).await;
+        let id = inbox["nodes"][0]["id"].as_str().unwrap().to_owned();
+        const CLAIM: &str = r#"
+        mutation Claim($id: ID!, $note: String) {
+          acknowledgeAction(id: $id, status: HANDLED, note: $note, expectedStatus: PENDING) { status note }
+        }"#;
+        let (a, b) = tokio::join!(
+            app.graphql(CLAIM, json!({"id": id, "note": "worker a"})),
+            app.graphql(CLAIM, json!({"id": id, "note": "worker b"})),
+        );
+        let won: Vec<_> = [&a, &b]
+            .into_iter()
+            .filter(|answer| answer.body["errors"].is_null())
+            .collect();
+        assert_eq!(won.len(), 1, "{backend:?}: {} / {}", a.body, b.body);
+        let lost = if won[0].body == a.body { &b } else { &a };
+        assert_eq!(error_codes(lost), ["CONFLICT"], "{backend:?}");
+        assert!(
+            lost.body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("is HANDLED, not PENDING"),
+            "{}",
+            lost.body
+        );
+        let winner = won[0].body["data"]["acknowledgeAction"]["note"].clone();
+        let stored = app
+            .graphql(
+                "{ actions(filter: {status: [HANDLED]}) { nodes { id note } } }",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(
+            data(&stored)["actions"]["nodes"],
+            json!([{"id": id, "note": winner}]),
+            "{backend:?}: the winner's note, once"
+        );
+
+        // Re-opening only what is FAILED: it is HANDLED, so nothing changes.
+        let reopen = app
+            .graphql(
+                "mutation($id: ID!) { acknowledgeAction(id: $id, status: PENDING, expectedStatus: FAILED) { id } }",
+                json!({"id": id}),
+            )
+            .await;
+        assert_eq!(error_codes(&reopen), ["CONFLICT"]);
+        let still = app
+            .graphql(
+                "{ actions(filter: {status: [HANDLED]}) { nodes { id note handledAt } } }",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(data(&still)["actions"]["nodes"][0]["note"], winner);
+        assert!(data(&still)["actions"]["nodes"][0]["handledAt"].is_string());
+        // An unknown id stays NOT_FOUND, condition or not.
+        let unknown = app
+            .graphql(
+                "mutation { acknowledgeAction(id: \"999999\", status: HANDLED, expectedStatus: PENDING) { id } }",
+                Value::Null,
+            )
+            .await;
+        assert_eq!(error_codes(&unknown), ["NOT_FOUND"]);
+    })
+    .await;
+}
