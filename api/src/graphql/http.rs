@@ -162,8 +162,25 @@ async fn post_graphql(State(gql): State<Gql>, body: Result<Bytes, BytesRejection
             );
         }
     };
+    if let BatchRequest::Batch(requests) = &batch
+        && requests.len() > MAX_BATCH
+    {
+        // Each operation is limited on its own (depth, complexity): without
+        // this, one POST of many could ask for any amount of work.
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            BAD_REQUEST,
+            format!(
+                "a batch holds {} operations; at most {MAX_BATCH} are run per request",
+                requests.len()
+            ),
+        );
+    }
     GraphQLResponse::from(execute(&gql.schema, &gql.db, batch).await).into_response()
 }
+
+/// Most operations one batched `POST /graphql` may hold.
+pub const MAX_BATCH: usize = 20;
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query in the URL
 /// (`?query=…&variables=…`). Mutations need POST.

@@ -4,9 +4,11 @@
 //! (`GRAPHQL_PARSE_FAILED`, `GRAPHQL_VALIDATION_FAILED`).
 //!
 //! Complexity counts fields, multiplied by the page size for connections
-//! and by `first` for `Call.events`, so it estimates the rows a query can
-//! return. A page of 100 calls with every nested field and 100 events per
-//! call fits; 100 calls with 1000 events each does not.
+//! and by `first` for `Call.events` and `Attempt.events`, so it estimates
+//! the rows a query can return. A page of 100 calls with every nested field
+//! and 100 events per call fits; 100 calls with 1000 events each of three
+//! fields or more does not (of two: 1 + 100 × (2 + 1000 × 2) = 200,201,
+//! under the limit).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

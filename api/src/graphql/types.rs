@@ -276,9 +276,24 @@ impl Attempt {
     }
 
     /// The deliveries applied to this attempt, oldest first.
-    async fn events(&self, ctx: &Context<'_>) -> Result<Vec<WebhookEvent>> {
+    #[graphql(
+        complexity = "super::list_cost(first, DEFAULT_CALL_EVENTS, MAX_CALL_EVENTS, child_complexity)"
+    )]
+    async fn events(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "How many deliveries, from the oldest: 100 unless given, at most 1000 (larger values are clamped)."
+        )]
+        first: Option<i32>,
+    ) -> Result<Vec<WebhookEvent>> {
+        let size = super::list_size(first, DEFAULT_CALL_EVENTS, MAX_CALL_EVENTS)?;
         let rows = loaders::events_of_attempt(ctx, &self.call_id, self.number).await?;
-        Ok(rows.into_iter().map(WebhookEvent::from).collect())
+        Ok(rows
+            .into_iter()
+            .take(size as usize)
+            .map(WebhookEvent::from)
+            .collect())
     }
 }
 

@@ -173,28 +173,86 @@ async fn a_retried_call_lists_its_attempts_with_their_own_events_and_analysis() 
 }
 
 #[tokio::test]
-async fn call_events_default_to_100_are_capped_at_1000_and_refuse_negatives() {
+async fn call_and_attempt_events_default_to_100_are_capped_at_1000_and_refuse_negatives() {
+    use futures_util::StreamExt;
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
         let initiate = r#"{"event":{"type":"call.initiate","data":{"call":{"id":"c_chatty"}}}}"#;
         assert_eq!(app.post_webhook(initiate).await.status, 200);
-        // An unknown type names the call without changing it: 120 distinct deliveries.
-        for i in 0..120 {
-            let body = format!(r#"{{"event":{{"type":"call.note","data":{{"call":{{"id":"c_chatty"}},"n":{i}}}}}}}"#);
-            assert_eq!(app.post_webhook(body).await.status, 200);
+        // An unknown type names the call (and its attempt) without changing
+        // it: 1,001 distinct deliveries, 16 at a time.
+        let answers: Vec<u16> = futures_util::stream::iter(0..1001)
+            .map(|i| {
+                let app = &app;
+                async move {
+                    let body = format!(r#"{{"event":{{"type":"call.note","data":{{"call":{{"id":"c_chatty"}},"n":{i}}}}}}}"#);
+                    app.post_webhook(body).await.status
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        assert!(answers.iter().all(|s| *s == 200), "{backend:?}");
+        for (query, list) in [
+            (
+                "query($first: Int) { call(id: \"c_chatty\") { events(first: $first) { id type } } }",
+                "/call/events",
+            ),
+            (
+                "query($first: Int) { call(id: \"c_chatty\") { attempts { events(first: $first) { id type } } } }",
+                "/call/attempts/0/events",
+            ),
+        ] {
+            let count = |answer: &calltrail_tests::Answer| {
+                data(answer).pointer(list).and_then(Value::as_array).map_or(0, Vec::len)
+            };
+            assert_eq!(count(&app.graphql(query, json!({})).await), 100, "{backend:?} {list}");
+            assert_eq!(count(&app.graphql(query, json!({"first": 5000})).await), 1000, "{backend:?} {list}");
+            assert_eq!(count(&app.graphql(query, json!({"first": 0})).await), 0);
+            let three = app.graphql(query, json!({"first": 3})).await;
+            assert_eq!(
+                data(&three).pointer(list).unwrap()[0]["type"],
+                "call.initiate",
+                "{list}: oldest first"
+            );
+            assert_eq!(count(&three), 3);
+            let negative = app.graphql(query, json!({"first": -1})).await;
+            assert_eq!(error_codes(&negative), ["BAD_USER_INPUT"], "{list}");
         }
-        let query = "query($first: Int) { call(id: \"c_chatty\") { events(first: $first) { id type } } }";
-        let count = |answer: &calltrail_tests::Answer| {
-            data(answer)["call"]["events"].as_array().unwrap().len()
+    })
+    .await;
+}
+
+/// A batched POST runs at most 20 operations: each is limited on its own,
+/// so more would let one request ask for any amount of work.
+#[tokio::test]
+async fn a_batch_of_more_than_20_operations_is_refused_whole() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let send = |n: usize| {
+            let batch: Vec<Value> = (0..n)
+                .map(|_| json!({"query": "{ callStats { total } }"}))
+                .collect();
+            let request = app
+                .client
+                .post(format!("{}/graphql", app.address))
+                .json(&batch);
+            async move { calltrail_tests::Answer::from(request.send().await.unwrap()).await }
         };
-        assert_eq!(count(&app.graphql(query, json!({})).await), 100);
-        assert_eq!(count(&app.graphql(query, json!({"first": 5000})).await), 121);
-        assert_eq!(count(&app.graphql(query, json!({"first": 0})).await), 0);
-        let three = app.graphql(query, json!({"first": 3})).await;
-        assert_eq!(data(&three)["call"]["events"][0]["type"], "call.initiate", "oldest first");
-        assert_eq!(count(&three), 3);
-        let negative = app.graphql(query, json!({"first": -1})).await;
-        assert_eq!(error_codes(&negative), ["BAD_USER_INPUT"]);
+        let twenty = send(20).await;
+        assert_eq!(twenty.status, 200, "{backend:?}: {}", twenty.body);
+        assert_eq!(twenty.body.as_array().map(Vec::len), Some(20));
+        let too_many = send(21).await;
+        assert_eq!(too_many.status, 400, "{}", too_many.body);
+        assert_eq!(
+            too_many.body["errors"][0]["extensions"]["code"],
+            "BAD_REQUEST"
+        );
+        assert!(
+            too_many.body.to_string().contains("at most 20"),
+            "{}",
+            too_many.body
+        );
     })
     .await;
 }
