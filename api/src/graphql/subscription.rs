@@ -43,8 +43,9 @@ pub struct OneEvent(pub Arc<LiveEvent>);
 pub struct CallEvent {
     /// The delivery; its `cursor` is what to pass as `after` to resume after it.
     pub event: WebhookEvent,
-    /// The call as it was right after this delivery (its nested lists are read
-    /// when the message is sent); null when the delivery names no call.
+    /// The call as it was right after this delivery, `stale` included (its
+    /// nested lists are read when the message is sent); null when the
+    /// delivery names no call.
     pub call: Option<Call>,
 }
 
@@ -149,8 +150,13 @@ fn stale_window(ctx: &Context<'_>) -> Result<chrono::Duration> {
     Ok(chrono::Duration::from_std(window).unwrap_or(chrono::Duration::MAX))
 }
 
+/// A message: the call as it was right after the delivery, `stale` too
+/// (judged at the delivery's arrival, not when the message is sent), so a
+/// replayed message says what the live one said.
 fn call_event(e: &Arc<LiveEvent>, stale_after: chrono::Duration) -> Result<CallEvent> {
-    let cutoff = Utc::now()
+    let cutoff = e
+        .event
+        .received_at
         .checked_sub_signed(stale_after)
         .unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
     Ok(CallEvent {

@@ -903,3 +903,45 @@ async fn a_share_keeps_small_messages_for_later_subscribers_but_not_big_ones() {
     })
     .await;
 }
+
+/// A replayed message says what the live one said: the call's `stale` is
+/// judged at the delivery's arrival ("the call as it was right after this
+/// delivery"), not when the message is sent, however old the delivery.
+#[tokio::test]
+async fn a_replayed_message_of_an_old_delivery_shows_its_call_as_it_was_then() {
+    use sea_orm::sea_query::Expr;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let from = cursor_now(&app.address, None).await;
+        app.post_webhook(delivery("c_old", "call.in-progress", 1))
+            .await
+            .event_id();
+        // It arrived two hours ago (the window is 40 minutes).
+        let two_hours_ago = chrono::Utc::now() - chrono::Duration::hours(2);
+        entity::webhook_event::Entity::update_many()
+            .col_expr(
+                entity::webhook_event::Column::ReceivedAt,
+                Expr::value(two_hours_ago),
+            )
+            .filter(entity::webhook_event::Column::CallId.eq("c_old"))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        let mut dashboard = Client::connect(&app.address, None).await;
+        dashboard
+            .subscribe(
+                "1",
+                "subscription($after: String) { callEvents(callId: \"c_old\", after: $after) { event { type } call { status stale } } }",
+                json!({"after": from}),
+            )
+            .await;
+        let m = dashboard.next_call_event().await;
+        assert_eq!(
+            m["call"],
+            json!({"status": "IN_PROGRESS", "stale": false}),
+            "{backend:?}: right after a delivery a call is not silent"
+        );
+    })
+    .await;
+}
