@@ -52,8 +52,54 @@ async fn stall_writer(app: &TestApp) -> Stall {
         )
         .await
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    match app.backend {
+        // The plug's write waits for the test's lock.
+        Backend::Postgres => {
+            eventually(app, "the plug waits for the lock", |app| async move {
+                let waiting = app
+                    .db
+                    .query_one_raw(sea_orm::Statement::from_string(
+                        sea_orm::DatabaseBackend::Postgres,
+                        "SELECT count(*) AS n FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    ))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                waiting.try_get::<i64>("", "n").unwrap() > 0
+            })
+            .await
+        }
+        // SQLite's writer waits in its busy handler, which shows nowhere.
+        Backend::Sqlite => tokio::time::sleep(Duration::from_millis(200)).await,
+    }
     Stall { txn, plug }
+}
+
+/// Wait (at most 30 s) until `holds(app)`.
+async fn eventually<'a, F, Fut>(app: &'a TestApp, what: &str, holds: F)
+where
+    F: Fn(&'a TestApp) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !holds(app).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until `n` deliveries wait in the writers' queues (behind the plug).
+async fn queued(app: &TestApp, n: usize) {
+    let what = format!("{n} deliveries queued");
+    eventually(app, &what, |app| async move {
+        let metrics = app.metrics().await;
+        sample(&metrics, "calltrail_ingest_queue_depth", &[]).unwrap_or(0.0) >= n as f64
+    })
+    .await
 }
 
 impl Stall {
@@ -115,7 +161,7 @@ async fn a_poisoned_delivery_fails_alone_and_its_batch_neighbours_are_stored() {
                 .await
             }
         });
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        queued(&app, 31).await;
         stall.release().await;
         let answers = sending.await.unwrap();
 
@@ -168,7 +214,7 @@ async fn the_same_bytes_twice_in_one_batch_are_stored_once() {
                 )
             },
             async {
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                queued(&app, 2).await;
                 stall.release().await;
             }
         );
@@ -196,7 +242,7 @@ async fn deliveries_of_one_call_keep_their_arrival_order_across_batch_boundaries
                 Answer::from(client.post(url).header("content-type", "application/json").body(body).send().await.unwrap()).await
             }));
             // Each request reaches the writer's queue before the next is sent.
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            queued(&app, seq + 1).await;
         }
         stall.release().await;
         for answer in join_all(pending).await {
@@ -363,7 +409,7 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
     let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
-    for line in &lines[..2] {
+    for (i, line) in lines[..2].iter().enumerate() {
         let (client, url, body) = (
             app.client.clone(),
             format!("{}/webhooks/call-events", app.address),
@@ -382,7 +428,7 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
             .await
         }));
         // In arrival order: the initiate, then the no-answer.
-        tokio::time::sleep(Duration::from_millis(40)).await;
+        queued(&app, i + 1).await;
     }
     proxy.arm();
     stall.release().await;

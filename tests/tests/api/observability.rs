@@ -286,9 +286,15 @@ async fn each_request_is_one_log_line_with_method_route_status_latency_and_id() 
         .unwrap();
     let mut lines =
         tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stderr.take().unwrap()));
+    // A server that stops logging fails the test instead of hanging it.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut next_json = async || -> serde_json::Value {
         loop {
-            let line = lines.next_line().await.unwrap().expect("the server logs");
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .expect("the awaited log line within 30 s")
+                .unwrap()
+                .expect("the server logs");
             if let Ok(v) = serde_json::from_str(&line) {
                 return v;
             }

@@ -604,6 +604,13 @@ async fn subscriptions_of_one_document_share_each_message_and_each_gets_it() {
         let mut lean = Client::connect(&app.address, None).await;
         lean.subscribe("f", CALL_EVENTS_LEAN, json!({"after": from}))
             .await;
+        // All six hold their share before the first delivery renders: one
+        // that joined later would render that message again.
+        assert_eq!(
+            subscriptions_become(&app, 6.0, std::time::Duration::from_secs(30)).await,
+            Some(6.0),
+            "{backend:?}: six subscriptions"
+        );
 
         let mut posted = Vec::new();
         for (n, kind) in ["call.initiate", "call.in-progress", "call.ended"]

@@ -3,7 +3,6 @@
 //! and value.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use calltrail_tests::{TestApp, on_each_backend};
 use chrono::SecondsFormat;
@@ -116,11 +115,29 @@ async fn status_success_lifecycle_and_creation_filters_select_what_the_rows_say(
 #[tokio::test]
 async fn stale_marks_unfinished_calls_silent_past_the_window() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn_with(backend, |c| c.stale_after = Duration::from_secs(2)).await;
+        // The default window (40 minutes): four unfinished calls last heard
+        // of an hour ago, three just now.
+        let app = TestApp::spawn(backend).await;
         seed_simulated(&app, 0..10).await;
-        seed_unfinished(&app, 100..104).await;
-        tokio::time::sleep(Duration::from_millis(2500)).await;
-        seed_unfinished(&app, 104..107).await;
+        seed_unfinished(&app, 100..107).await;
+        {
+            use sea_orm::sea_query::Expr;
+            use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+            let hour_ago = chrono::Utc::now() - chrono::Duration::hours(1);
+            call::Entity::update_many()
+                // Set together by every delivery, as the server does.
+                .col_expr(call::Column::LastEventAt, Expr::value(hour_ago))
+                .col_expr(call::Column::UpdatedAt, Expr::value(hour_ago))
+                .filter(call::Column::Id.is_in([
+                    "c_sim-7-100",
+                    "c_sim-7-101",
+                    "c_sim-7-102",
+                    "c_sim-7-103",
+                ]))
+                .exec(&app.db)
+                .await
+                .unwrap();
+        }
 
         let rows = call_rows(&app).await;
         let silent = ids_where(&rows, |c| {

@@ -104,10 +104,19 @@ async fn the_database_refuses_a_second_row_with_the_same_event_id() {
             body: Set("{}".into()),
             ..Default::default()
         };
+        let refused = copy.clone().insert(&app.db).await.unwrap_err();
         assert!(
-            copy.insert(&app.db).await.is_err(),
-            "{backend:?}: unique upstream_id"
+            matches!(
+                refused.sql_err(),
+                Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+            ),
+            "{backend:?}: unique upstream_id, not another error: {refused}"
         );
+        // The same row with another event id goes in: only the id refused it.
+        let mut other = copy;
+        other.seq = Set(1_000_001);
+        other.upstream_id = Set(Some(format!("{id}-other")));
+        other.insert(&app.db).await.unwrap();
         assert_eq!(stored_with(&app, &id).await, 1);
         // v1 rows have no event id, and any number of them may say so.
         app.post_all(&fixture_lines("v1/happy-path.jsonl")).await;
