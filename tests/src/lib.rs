@@ -23,11 +23,16 @@ pub enum Backend {
     Postgres,
 }
 
-/// SQLite, and PostgreSQL when `TEST_DATABASE_URL` names a server to create databases on.
+/// SQLite, and PostgreSQL when `TEST_DATABASE_URL` names a server to create
+/// databases on. With `CALLTRAIL_REQUIRE_POSTGRES=1` (as `.ci/run` sets
+/// it) a missing `TEST_DATABASE_URL` fails every test instead of leaving the
+/// PostgreSQL-only ones passing without having run.
 pub fn backends() -> Vec<Backend> {
     let mut all = vec![Backend::Sqlite];
     if std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.is_empty()) {
         all.push(Backend::Postgres);
+    } else if std::env::var("CALLTRAIL_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("CALLTRAIL_REQUIRE_POSTGRES=1 but TEST_DATABASE_URL is not set");
     }
     all
 }

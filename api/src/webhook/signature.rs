@@ -191,6 +191,29 @@ mod tests {
         "pk_a:sk_a,sk_bare".parse().unwrap()
     }
 
+    /// The fixtures' own recipe (`openssl dgst -sha256 -hmac …` of the first
+    /// happy-path line without its newline), computed outside calltrail: a
+    /// wrong HMAC in `sign` and `verify` alike would pass every other test.
+    #[test]
+    fn the_fixtures_known_answer_verifies() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/v1/happy-path.jsonl");
+        let lines = std::fs::read(path).unwrap();
+        let body = lines.split(|b| *b == b'\n').next().unwrap();
+        let known = "569adeef2390b6ef070b4ff87b518fc19275523f6c54d3747919c9c182652be7";
+        assert_eq!(sign("sk_test_0123456789abcdef", body), known);
+        let s: WebhookSecrets = "pk_test:sk_test_0123456789abcdef".parse().unwrap();
+        assert_eq!(
+            verify(Some(&s), Some(known), Some("pk_test"), body),
+            Ok(true)
+        );
+        assert_eq!(
+            verify(Some(&s), Some(&known.to_uppercase()), Some("pk_test"), body),
+            Ok(true),
+            "hex case does not matter"
+        );
+    }
+
     #[test]
     fn the_named_pair_verifies_and_only_its_secret_is_tried() {
         let s = secrets();

@@ -189,6 +189,16 @@ async fn a_rescheduled_attempt_is_followed_by_a_failed_validation() {
             ),
             ("VALIDATION_FAILED", 2, Some(1))
         );
+        assert_eq!(
+            (
+                call.lifecycle_ended,
+                call.final_status.as_deref(),
+                call.re_attempt_count
+            ),
+            (true, Some("validation-failed"), Some(0)),
+            "{backend:?}: the lifecycle-ended report"
+        );
+        assert_eq!(call.metadata, Some(json!({"customer_id": "cus_3001"})));
         assert_eq!((call.success, call.credits_used), (None, None));
         assert_eq!(
             call.started_at.unwrap().to_rfc3339(),

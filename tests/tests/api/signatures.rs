@@ -138,3 +138,32 @@ async fn without_secrets_unsigned_deliveries_are_accepted_as_unverified() {
     })
     .await;
 }
+
+/// With secrets configured, a malformed body is judged after its
+/// signature: signed, it gets the 400 that names what is wrong; unsigned,
+/// the 401 (nothing from an unknown sender is read). Neither stores anything.
+#[tokio::test]
+async fn a_signed_malformed_body_gets_its_400_and_an_unsigned_one_401() {
+    on_each_backend(|backend| async move {
+        let app = signed_app(backend).await;
+        for (file, code) in [
+            ("bad/array.json", "not_an_object"),
+            ("bad/no-event.json", "missing_event"),
+            ("bad/no-type.json", "missing_event_type"),
+            ("bad/not-json.txt", "malformed_json"),
+            ("bad/type-not-string.json", "invalid_event_type"),
+        ] {
+            let body = calltrail_tests::fixture(file);
+            let signed = app
+                .post_signed(body.clone(), SECRET, Some(PUBLIC_KEY))
+                .await;
+            assert_eq!(signed.status, 400, "{backend:?} {file}: {}", signed.body);
+            assert_eq!(signed.body["error"]["code"], code, "{file}");
+            let unsigned = app.post_webhook(body).await;
+            assert_eq!(unsigned.status, 401, "{backend:?} {file}");
+            assert_eq!(unsigned.body["error"]["code"], "signature_missing");
+        }
+        assert_eq!(app.count("webhook_event").await, 0);
+    })
+    .await;
+}
