@@ -524,6 +524,19 @@ async fn a_batch_refused_for_a_locked_database_is_answered_503_at_once() {
         0.0,
         "no batch was retried one delivery at a time: {metrics}"
     );
+    assert_eq!(
+        sample(
+            &metrics,
+            "calltrail_deliveries_total",
+            &[
+                ("type", "call.initiate"),
+                ("outcome", "refused"),
+                ("reason", "unavailable")
+            ]
+        ),
+        Some(6.0),
+        "{metrics}"
+    );
     holder.rollback().await.unwrap();
     assert_eq!(app.count("webhook_event").await, 0);
 

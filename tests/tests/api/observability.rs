@@ -11,9 +11,10 @@ use serde_json::json;
 #[tokio::test]
 async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn(backend).await;
+        let app = TestApp::spawn_with(backend, |c| c.max_body_bytes = 16 * 1024).await;
         let lines = fixture_lines("v1/happy-path.jsonl");
         app.post_all(&lines).await;
+        app.post_webhook(vec![b' '; 16 * 1024 + 1]).await; // refused: too large
         app.post_webhook(lines[0].clone()).await; // a duplicate
         app.post_webhook(fixture("bad/not-json.txt")).await; // refused: malformed
         app.post_with(lines[1].clone(), &[("content-type", "text/plain")])
@@ -59,13 +60,21 @@ async fn metrics_count_deliveries_by_type_and_outcome_and_graphql_by_operation()
             Some(1.0)
         );
         assert_eq!(
+            deliveries(&[
+                ("type", "unknown"),
+                ("outcome", "refused"),
+                ("reason", "too_large")
+            ]),
+            Some(1.0)
+        );
+        assert_eq!(
             deliveries(&[("type", "unknown"), ("outcome", "stored")]),
             Some(1.0),
             "call.transferred counts as unknown"
         );
         assert_eq!(
             sample(&text, "calltrail_webhook_duration_seconds_count", &[]),
-            Some(11.0)
+            Some(12.0)
         );
         assert_eq!(
             sample(

@@ -164,6 +164,23 @@ async fn a_signed_malformed_body_gets_its_400_and_an_unsigned_one_401() {
             assert_eq!(unsigned.body["error"]["code"], "signature_missing");
         }
         assert_eq!(app.count("webhook_event").await, 0);
+        let metrics = app.metrics().await;
+        let refused = |reason: &str| {
+            calltrail_tests::sample(
+                &metrics,
+                "calltrail_deliveries_total",
+                &[
+                    ("type", "unknown"),
+                    ("outcome", "refused"),
+                    ("reason", reason),
+                ],
+            )
+        };
+        assert_eq!(
+            (refused("signature"), refused("malformed")),
+            (Some(5.0), Some(5.0)),
+            "{backend:?}: {metrics}"
+        );
     })
     .await;
 }
