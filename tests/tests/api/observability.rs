@@ -406,3 +406,68 @@ async fn startup_failures_say_what_and_how_to_fix_in_one_line() {
         );
     }
 }
+
+/// Every setting of CONTRACT §4 is read from its environment variable: each
+/// given a value it refuses, `calltrail schema` (which reads the settings
+/// like any command, then exits) stops with exit 2 naming the setting; a
+/// renamed variable would be ignored and exit 0.
+#[test]
+fn each_environment_variable_reaches_its_setting() {
+    for (variable, value, named) in [
+        ("CALLTRAIL_LISTEN", "nowhere", "--listen"),
+        (
+            "CALLTRAIL_WEBHOOK_SECRETS",
+            "pk_live:",
+            "CALLTRAIL_WEBHOOK_SECRETS",
+        ),
+        ("CALLTRAIL_WEBHOOK_TOLERANCE", "0", "--webhook-tolerance"),
+        ("CALLTRAIL_API_TOKEN", " ", "CALLTRAIL_API_TOKEN"),
+        ("CALLTRAIL_MAX_BODY_BYTES", "0", "--max-body-bytes"),
+        ("CALLTRAIL_STALE_AFTER", "soon", "--stale-after"),
+        ("RUST_LOG", "calltrail=loud", "RUST_LOG or --log"),
+        ("CALLTRAIL_LOG_FORMAT", "xml", "--log-format"),
+        (
+            "CALLTRAIL_SQLITE_SYNCHRONOUS",
+            "off",
+            "--sqlite-synchronous",
+        ),
+        ("CALLTRAIL_INGEST_WRITERS", "0", "--ingest-writers"),
+        ("CALLTRAIL_INGEST_BATCH", "0", "--ingest-batch"),
+        ("CALLTRAIL_INGEST_QUEUE", "0", "--ingest-queue"),
+        (
+            "CALLTRAIL_DB_READ_CONNECTIONS",
+            "0",
+            "--db-read-connections",
+        ),
+        (
+            "CALLTRAIL_SUBSCRIPTION_BUFFER",
+            "0",
+            "--subscription-buffer",
+        ),
+        ("CALLTRAIL_WS_WRITE_TIMEOUT", "0s", "--ws-write-timeout"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+            .arg("schema")
+            .env_clear()
+            .env(variable, value)
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{variable}={value:?}: {stderr}"
+        );
+        assert!(stderr.contains(named), "{variable}: {stderr}");
+    }
+    // And what they accept takes effect: the schema is printed.
+    let fine = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+        .arg("schema")
+        .env_clear()
+        .env("CALLTRAIL_INGEST_BATCH", "64")
+        .env("CALLTRAIL_STALE_AFTER", "15m")
+        .output()
+        .expect("runs");
+    assert_eq!(fine.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&fine.stdout).contains("type Query"));
+}
