@@ -278,6 +278,23 @@ pub async fn page(
             p.order, order.field
         )));
     }
+    // A key of the order's kind: a time for the time orders, a number or
+    // null (no duration) for DURATION; anything else was not made here.
+    if let Some(p) = &position {
+        let fits = matches!(
+            (p.order, p.key),
+            (
+                OrderField::CreatedAt | OrderField::UpdatedAt,
+                Some(Key::Time(_))
+            ) | (OrderField::Duration, Some(Key::Number(_)) | None)
+        );
+        if !fits {
+            return Err(ServiceError::bad_input(format!(
+                "invalid cursor {:?}: use a cursor from a calls page with the same order",
+                window.cursor().unwrap_or_default()
+            )));
+        }
+    }
     let want = window.size() + 1;
     let mut rows = Vec::new();
     let mut reached = position.is_none();

@@ -207,6 +207,19 @@ async fn a_cursor_of_one_order_is_refused_in_another() {
         let query = "query($after: String) { calls(first: 1, after: $after, orderBy: {field: DURATION, direction: ASC}) { totalCount } }";
         let answer = app.graphql(query, json!({"after": cursor})).await;
         assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{backend:?}");
+
+        // Cursors of the right shape whose key does not fit their order.
+        use base64::Engine;
+        let by_time = "query($after: String) { calls(first: 1, after: $after) { totalCount } }";
+        for position in [
+            json!({"order": "CREATED_AT", "key": 157.25, "id": "c_1"}),
+            json!({"order": "CREATED_AT", "key": null, "id": "c_1"}),
+        ] {
+            let made = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(serde_json::to_vec(&position).unwrap());
+            let answer = app.graphql(by_time, json!({"after": made})).await;
+            assert_eq!(error_codes(&answer), ["BAD_USER_INPUT"], "{backend:?} {position}");
+        }
     })
     .await;
 }
