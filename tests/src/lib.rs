@@ -44,7 +44,7 @@ tokio::task_local! {
 
 /// Run `body`, then drop the databases it made if it passed (a failing
 /// test's databases stay, to be looked at).
-async fn cleaning_up(body: impl Future<Output = ()>) {
+pub async fn cleaning_up(body: impl Future<Output = ()>) {
     CREATED
         .scope(RefCell::new(Vec::new()), async {
             body.await;

@@ -4,8 +4,10 @@
 //! parameters (a writer's batch write: 67), forwards it, then swallows what
 //! the server answers up to its `ReadyForQuery` and closes that connection.
 //! A write sent on its own (outside `BEGIN`) has committed by then; one in
-//! a transaction has not, and aborts. Plain TCP only: connect through it
-//! with `sslmode=disable`.
+//! a transaction has not, and aborts. [`PgProxy::cut`] instead closes the
+//! connection in place of forwarding that `Bind`: the write never reaches
+//! the server, the connection is simply gone. Plain TCP only: connect
+//! through it with `sslmode=disable`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -17,6 +19,7 @@ pub struct PgProxy {
     /// `host:port` to put in a `postgres://` URL instead of the server's.
     pub address: String,
     armed: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
 }
 
@@ -29,19 +32,21 @@ impl PgProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
         let address = listener.local_addr().expect("proxy address").to_string();
         let armed = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicUsize::new(0));
-        let (a, l) = (armed.clone(), lost.clone());
+        let (a, c, l) = (armed.clone(), cut.clone(), lost.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, a.clone(), l.clone()));
+                tokio::spawn(relay(client, server, a.clone(), c.clone(), l.clone()));
             }
         });
         Self {
             address,
             armed,
+            cut,
             lost,
         }
     }
@@ -51,7 +56,12 @@ impl PgProxy {
         self.armed.store(true, Ordering::SeqCst);
     }
 
-    /// Answers lost so far.
+    /// Close the connection of the next batch write instead of sending it.
+    pub fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers lost (or writes cut) so far.
     pub fn lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
     }
@@ -61,13 +71,14 @@ async fn relay(
     client: TcpStream,
     server: TcpStream,
     armed: Arc<AtomicBool>,
+    cut: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
 ) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let swallow = Arc::new(AtomicBool::new(false));
     let upstream = {
-        let swallow = swallow.clone();
+        let (swallow, lost) = (swallow.clone(), lost.clone());
         async move {
             let mut buffer = Vec::new();
             let mut started = false;
@@ -91,11 +102,15 @@ async fn relay(
                     if buffer.len() < at + typed + len {
                         break;
                     }
-                    if started
+                    let write = started
                         && buffer[at] == b'B'
-                        && bind_parameters(&buffer[at + 5..at + 1 + len]) >= WRITE_PARAMETERS
-                        && armed.swap(false, Ordering::SeqCst)
-                    {
+                        && bind_parameters(&buffer[at + 5..at + 1 + len]) >= WRITE_PARAMETERS;
+                    if write && cut.swap(false, Ordering::SeqCst) {
+                        // Nothing of this request reaches the server.
+                        lost.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                    if write && armed.swap(false, Ordering::SeqCst) {
                         swallow.store(true, Ordering::SeqCst);
                     }
                     at += typed + len;

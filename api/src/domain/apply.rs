@@ -112,19 +112,30 @@ impl AttemptState {
         }
     }
 
-    /// Fields a delivery carries are taken; absent ones never clear a value.
-    fn take_fields(&mut self, f: &CallFields) {
-        fill(&mut self.started_at, &f.started_at);
-        fill(&mut self.ended_at, &f.ended_at);
-        fill(&mut self.duration_seconds, &f.duration_seconds);
-        fill(&mut self.recording_url, &f.recording_url);
-        fill(&mut self.detail_url, &f.detail_url);
+    /// Fields a delivery of stage `at` carries are taken; absent ones never
+    /// clear a value. A late delivery (an earlier stage than the attempt has
+    /// reached: `call.ended` after `call.completed`) only fills what is still
+    /// empty, so it does not move the attempt's times back either.
+    fn take_fields(&mut self, f: &CallFields, at: CallStatus) {
+        let late = at.rank() < self.status.rank();
+        fill_unless(late, &mut self.started_at, &f.started_at);
+        fill_unless(late, &mut self.ended_at, &f.ended_at);
+        fill_unless(late, &mut self.duration_seconds, &f.duration_seconds);
+        fill_unless(late, &mut self.recording_url, &f.recording_url);
+        fill_unless(late, &mut self.detail_url, &f.detail_url);
     }
 }
 
 fn fill<T: Clone>(slot: &mut Option<T>, value: &Option<T>) {
     if value.is_some() {
         slot.clone_from(value);
+    }
+}
+
+/// [`fill`]; when `late`, only an empty slot.
+fn fill_unless<T: Clone>(late: bool, slot: &mut Option<T>, value: &Option<T>) {
+    if !late || slot.is_none() {
+        fill(slot, value);
     }
 }
 
@@ -195,7 +206,7 @@ impl CallState {
         if let Some(status) = d.kind.status() {
             let attempt = &mut self.current;
             attempt.updated_at = now;
-            attempt.take_fields(&d.call);
+            attempt.take_fields(&d.call, status);
             attempt.advance(status);
             attempt.connected |= d.kind.connects();
             self.lift_attempt_fields();
@@ -432,6 +443,46 @@ mod tests {
             call.started_at.unwrap().to_rfc3339(),
             "2026-11-20T10:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn a_late_earlier_stage_fills_only_what_is_empty() {
+        let mut call = CallState::new("c1".into(), at(0));
+        call.apply(&delivery("call.initiate", ""), at(1));
+        call.apply(
+            &delivery(
+                "call.completed",
+                r#","durationSeconds":157,"endedAt":"2026-11-20T10:02:41Z""#,
+            ),
+            at(2),
+        );
+        // `call.ended` arrives after `call.completed`, with earlier figures
+        // and a recording the completion did not carry.
+        call.apply(
+            &delivery(
+                "call.ended",
+                r#","durationSeconds":150,"endedAt":"2026-11-20T10:02:30Z","recordingUrl":"https://r.example/1.mp3""#,
+            ),
+            at(3),
+        );
+        let a = &call.current;
+        assert_eq!(a.status, CallStatus::Completed);
+        assert_eq!(a.duration_seconds, Some(157.0));
+        assert_eq!(
+            a.ended_at.unwrap().to_rfc3339(),
+            "2026-11-20T10:02:41+00:00"
+        );
+        assert_eq!(a.recording_url.as_deref(), Some("https://r.example/1.mp3"));
+        assert_eq!(
+            (call.duration_seconds, call.recording_url.as_deref()),
+            (Some(157.0), Some("https://r.example/1.mp3"))
+        );
+        // A delivery of the same stage still replaces (a corrected completion).
+        call.apply(
+            &delivery("call.completed", r#","durationSeconds":158"#),
+            at(4),
+        );
+        assert_eq!(call.current.duration_seconds, Some(158.0));
     }
 
     #[test]

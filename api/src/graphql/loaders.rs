@@ -51,6 +51,8 @@ pub struct EventsOf {
 pub struct EventsOfAttempt {
     pub call_id: String,
     pub number: i32,
+    /// At most this many, from the oldest.
+    pub limit: u64,
 }
 
 /// Group rows by the key they belong to; every asked-for key gets a list,
@@ -166,17 +168,30 @@ impl Loader<EventsOfAttempt> for Loaders {
     type Value = Vec<webhook_event::Model>;
     type Error = ServiceError;
 
+    /// One statement per distinct limit, as for [`EventsOf`].
     async fn load(
         &self,
         keys: &[EventsOfAttempt],
     ) -> Result<HashMap<EventsOfAttempt, Self::Value>, ServiceError> {
-        let attempts: Vec<(String, i32)> =
-            keys.iter().map(|k| (k.call_id.clone(), k.number)).collect();
-        let rows = events::of_attempts(&self.db, &attempts).await?;
-        Ok(group(keys, rows, |e| EventsOfAttempt {
-            call_id: e.call_id.clone().unwrap_or_default(),
-            number: e.attempt_number.unwrap_or_default(),
-        }))
+        let mut limits: Vec<u64> = keys.iter().map(|k| k.limit).collect();
+        limits.sort_unstable();
+        limits.dedup();
+        let mut map = HashMap::new();
+        for limit in limits {
+            let of_limit: Vec<EventsOfAttempt> =
+                keys.iter().filter(|k| k.limit == limit).cloned().collect();
+            let attempts: Vec<(String, i32)> = of_limit
+                .iter()
+                .map(|k| (k.call_id.clone(), k.number))
+                .collect();
+            let rows = events::of_attempts(&self.db, &attempts, limit).await?;
+            map.extend(group(&of_limit, rows, |e| EventsOfAttempt {
+                call_id: e.call_id.clone().unwrap_or_default(),
+                number: e.attempt_number.unwrap_or_default(),
+                limit,
+            }));
+        }
+        Ok(map)
     }
 }
 
@@ -235,10 +250,15 @@ pub async fn events_of_attempt(
     ctx: &Context<'_>,
     call_id: &str,
     number: i32,
+    limit: u64,
 ) -> Result<Vec<webhook_event::Model>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
     let key = EventsOfAttempt {
         call_id: call_id.to_owned(),
         number,
+        limit,
     };
     list(ctx, key).await
 }

@@ -77,6 +77,7 @@ impl SubscriptionRoot {
         let filter = LiveFilter {
             call_id: call_id.map(|id| id.0),
             types,
+            without_calls: false,
         };
         if let Some(probe) = ctx.data_opt::<Arc<Probe>>() {
             *probe.0.lock().unwrap_or_else(|e| e.into_inner()) = Some((filter, after));
@@ -122,6 +123,7 @@ impl SubscriptionRoot {
         let filter = LiveFilter {
             call_id: None,
             types: Some(vec!["action".to_owned()]),
+            without_calls: true,
         };
         Ok(bus.feed(filter, start).into_stream().flat_map(move |item| {
             let items: Vec<Result<Action>> = match item {

@@ -288,12 +288,8 @@ impl Attempt {
         first: Option<i32>,
     ) -> Result<Vec<WebhookEvent>> {
         let size = super::list_size(first, DEFAULT_CALL_EVENTS, MAX_CALL_EVENTS)?;
-        let rows = loaders::events_of_attempt(ctx, &self.call_id, self.number).await?;
-        Ok(rows
-            .into_iter()
-            .take(size as usize)
-            .map(WebhookEvent::from)
-            .collect())
+        let rows = loaders::events_of_attempt(ctx, &self.call_id, self.number, size).await?;
+        Ok(rows.into_iter().map(WebhookEvent::from).collect())
     }
 }
 

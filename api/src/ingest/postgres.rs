@@ -87,7 +87,13 @@ impl Writer {
             let mut conn = self.pool.acquire().await?;
             stored_by(&mut conn, batch).await
         };
-        match stored.await {
+        let stored = stored.await;
+        if stored.is_ok() {
+            // Only the writer's own connection broke: the database answers
+            // (its deliveries are retried, not refused as unavailable).
+            self.down = false;
+        }
+        match stored {
             Ok(ids) if ids.iter().any(Option::is_some) => store::Settled::Committed(ids),
             Ok(_) => store::Settled::NotCommitted,
             Err(err) => store::Settled::Unknown(db_err(err)),

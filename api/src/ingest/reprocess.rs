@@ -164,8 +164,11 @@ async fn rebuild(
     if chunk.iter().any(Option::is_none) {
         condition = condition.add(webhook_event::Column::CallId.is_null());
     }
+    // In commit order, as ingestion applied them and as subscriptions
+    // rebuild a call (ids of old rows may have committed out of order).
     let events = webhook_event::Entity::find()
         .filter(condition)
+        .order_by_asc(webhook_event::Column::Seq)
         .order_by_asc(webhook_event::Column::Id)
         .all(txn)
         .await?;

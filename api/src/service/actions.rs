@@ -77,18 +77,29 @@ pub fn id_of(cursor: &str) -> Result<i64, ServiceError> {
 }
 
 /// Where in the raw log (`seq`) the actions after action `after` start:
-/// the position of the newest delivery that created an action up to it
-/// (action ids and `seq`s are both drawn in commit order); 0 when none did.
+/// the position of the delivery of the newest action up to it (action ids
+/// and `seq`s are both drawn in commit order); 0 when there is none. A
+/// cursor past the newest action is refused: it comes from another
+/// database (or one emptied since), and the actions with smaller ids to
+/// come would be skipped as already seen.
 pub async fn position_after(db: &DatabaseConnection, after: i64) -> Result<i64, ServiceError> {
     use entity::webhook_event;
-    use sea_orm::{FromQueryResult, JoinType};
-    #[derive(FromQueryResult)]
-    struct Max {
-        max: Option<i64>,
-    }
-    let max = action::Entity::find()
+    use sea_orm::JoinType;
+    let newest: Option<i64> = action::Entity::find()
         .select_only()
-        .column_as(webhook_event::Column::Seq.max(), "max")
+        .column_as(action::Column::Id.max(), "max")
+        .into_tuple::<Option<i64>>()
+        .one(db)
+        .await?
+        .flatten();
+    if newest.is_none_or(|newest| after > newest) {
+        return Err(ServiceError::bad_input(format!(
+            "invalid cursor: no action {after} is stored here; subscribe without `after` and read what is pending with `actions(filter: {{status: [PENDING]}})`"
+        )));
+    }
+    let seq: Option<i64> = action::Entity::find()
+        .select_only()
+        .column(webhook_event::Column::Seq)
         .join(
             JoinType::InnerJoin,
             action::Entity::belongs_to(webhook_event::Entity)
@@ -97,10 +108,11 @@ pub async fn position_after(db: &DatabaseConnection, after: i64) -> Result<i64, 
                 .into(),
         )
         .filter(action::Column::Id.lte(after))
-        .into_model::<Max>()
+        .order_by_desc(action::Column::Id)
+        .into_tuple::<i64>()
         .one(db)
         .await?;
-    Ok(max.and_then(|m| m.max).unwrap_or(0))
+    Ok(seq.unwrap_or(0))
 }
 
 /// A page of actions, oldest first (the order a worker handles them in).
@@ -177,10 +189,15 @@ pub async fn acknowledge(
         return Ok(model);
     }
     match (expected, action::Entity::find_by_id(id).one(db).await?) {
-        (Some(expected), Some(current)) => Err(ServiceError::Conflict(format!(
-            "action {id} is {}, not {}: nothing changed",
-            current.status,
-            expected.as_str()
+        (Some(expected), Some(current)) if current.status != expected.as_str() => {
+            Err(ServiceError::Conflict(format!(
+                "action {id} is {}, not {}: nothing changed",
+                current.status,
+                expected.as_str()
+            )))
+        }
+        (Some(_), Some(_)) => Err(ServiceError::Conflict(format!(
+            "action {id} changed while it was being acknowledged: nothing changed; read it again"
         ))),
         _ => Err(ServiceError::NotFound(format!("no action {id}"))),
     }

@@ -111,18 +111,42 @@ pub async fn first_of_calls(
         .await?)
 }
 
-/// The deliveries applied to each of these attempts, oldest first.
+/// The first `limit` deliveries applied to each of these attempts (by
+/// commit order), oldest first: numbered per attempt in SQL, so a chatty
+/// attempt costs `limit` rows, not all of its deliveries.
 pub async fn of_attempts(
     db: &DatabaseConnection,
     attempts: &[(String, i32)],
+    limit: u64,
 ) -> Result<Vec<webhook_event::Model>, ServiceError> {
     use webhook_event::Column as E;
     let any = attempts.iter().fold(Condition::any(), |any, (call_id, n)| {
         any.add(E::CallId.eq(call_id.as_str()).and(E::AttemptNumber.eq(*n)))
     });
-    Ok(webhook_event::Entity::find()
+    let numbered = webhook_event::Entity::find()
         .filter(any)
-        .order_by_asc(E::Seq)
+        .into_query()
+        .expr_window_as(
+            Func::cust("ROW_NUMBER"),
+            {
+                use sea_orm::sea_query::OverStatement;
+                WindowStatement::partition_by(E::CallId)
+                    .partition_by(E::AttemptNumber)
+                    .order_by(E::Seq, Order::Asc)
+                    .to_owned()
+            },
+            Alias::new("n"),
+        )
+        .to_owned();
+    let query = Query::select()
+        .column(Asterisk)
+        .from_subquery(numbered, Alias::new("numbered"))
+        .and_where(Expr::col(Alias::new("n")).lte(limit))
+        .order_by(Alias::new("seq"), Order::Asc)
+        .to_owned();
+    let statement = db.get_database_backend().build(&query);
+    Ok(webhook_event::Entity::find()
+        .from_raw_sql(statement)
         .all(db)
         .await?)
 }

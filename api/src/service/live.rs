@@ -29,6 +29,9 @@ pub struct LiveEvent {
 pub struct LiveFilter {
     pub call_id: Option<String>,
     pub types: Option<Vec<String>>,
+    /// A replay without `LiveEvent.call` (`actionCreated` never reads it,
+    /// and rebuilding each call's history is most of a replay's work).
+    pub without_calls: bool,
 }
 
 impl LiveFilter {
@@ -174,7 +177,11 @@ pub async fn after(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let mut calls = calls_as_of(db, &events).await?;
+    let mut calls = if filter.without_calls {
+        HashMap::new()
+    } else {
+        calls_as_of(db, &events).await?
+    };
     let mut actions = actions_of(db, &events).await?;
     Ok(events
         .into_iter()

@@ -202,7 +202,12 @@ async fn a_poisoned_delivery_fails_alone_and_its_batch_neighbours_are_stored() {
 #[tokio::test]
 async fn the_same_bytes_twice_in_one_batch_are_stored_once() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 256).await;
+        // One writer: the queue depth counts every delivery but the plug.
+        let app = TestApp::spawn_with(backend, |c| {
+            c.ingest_batch = 256;
+            c.ingest_writers = Some(1);
+        })
+        .await;
         let stall = stall_writer(&app).await;
         let body = initiate("c_twice");
         // Both copies wait in the queue behind the plug, so one batch takes both.
@@ -232,7 +237,11 @@ async fn the_same_bytes_twice_in_one_batch_are_stored_once() {
 #[tokio::test]
 async fn deliveries_of_one_call_keep_their_arrival_order_across_batch_boundaries() {
     on_each_backend(|backend| async move {
-        let app = TestApp::spawn_with(backend, |c| c.ingest_batch = 3).await;
+        let app = TestApp::spawn_with(backend, |c| {
+            c.ingest_batch = 3;
+            c.ingest_writers = Some(1);
+        })
+        .await;
         let stall = stall_writer(&app).await;
         let mut pending = Vec::new();
         for seq in 0..10 {
@@ -543,4 +552,71 @@ async fn a_batch_refused_for_a_locked_database_is_answered_503_at_once() {
     let again = app.post_webhook(initiate("c_locked-0")).await;
     assert_eq!(again.status, 200, "{}", again.body);
     assert_eq!(again.body["duplicate"], false);
+}
+
+/// PostgreSQL: a batch whose connection breaks before its write reaches the
+/// server (the writer's kept connection dropped by a failover, say) stored
+/// nothing: the writer finds that out on a new connection and commits its
+/// deliveries one by one, each answered 200, instead of refusing them all as
+/// if the database were down.
+#[tokio::test]
+async fn a_batch_whose_connection_breaks_before_its_write_is_committed_again() {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let server = std::env::var("TEST_DATABASE_URL").unwrap();
+    let (upstream, _) = through(&server, "");
+    let proxy = calltrail_tests::pg_proxy::PgProxy::start(upstream).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database_url = through(&c.database_url, &proxy.address).1;
+        c.ingest_writers = Some(1);
+        c.ingest_batch = 256;
+    })
+    .await;
+    assert_eq!(app.post_webhook(initiate("c_warm")).await.status, 200);
+    let stall = stall_writer(&app).await;
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        let (client, url, body) = (
+            app.client.clone(),
+            format!("{}/webhooks/call-events", app.address),
+            initiate(&format!("c_cut-{i}")),
+        );
+        pending.push(tokio::spawn(async move {
+            Answer::from(
+                client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }));
+    }
+    queued(&app, 3).await;
+    proxy.cut();
+    stall.release().await;
+    let answers: Vec<Answer> = join_all(pending)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(proxy.lost(), 1, "the batch's write was cut");
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.body["duplicate"], false);
+    }
+    assert_eq!(
+        app.count("webhook_event").await,
+        5,
+        "the first, the plug, the three"
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(
+        sample(&metrics, "calltrail_ingest_batches_retried_total", &[]),
+        Some(1.0),
+        "{metrics}"
+    );
 }

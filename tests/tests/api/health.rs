@@ -676,18 +676,21 @@ async fn replicas_starting_together_on_a_new_database_all_start() {
     if !calltrail_tests::backends().contains(&Backend::Postgres) {
         return; // PostgreSQL's lock: runs with TEST_DATABASE_URL.
     }
-    let url = fresh_database(Backend::Postgres).await;
-    let replicas = futures_util::future::join_all(
-        (0..3).map(|_| TestApp::spawn_at(Backend::Postgres, url.clone(), |_| {})),
-    )
-    .await;
-    for app in &replicas {
-        assert_eq!(app.get("/readyz").await.status, 200);
-    }
-    let migrations = Migrator::get_migration_files().len() as i64;
-    assert_eq!(replicas[0].count("seaql_migrations").await, migrations);
-    let answer = replicas[2]
-        .post_webhook(fixture_lines("v1/happy-path.jsonl").remove(0))
+    calltrail_tests::cleaning_up(async {
+        let url = fresh_database(Backend::Postgres).await;
+        let replicas = futures_util::future::join_all(
+            (0..3).map(|_| TestApp::spawn_at(Backend::Postgres, url.clone(), |_| {})),
+        )
         .await;
-    assert_eq!(answer.status, 200, "{}", answer.body);
+        for app in &replicas {
+            assert_eq!(app.get("/readyz").await.status, 200);
+        }
+        let migrations = Migrator::get_migration_files().len() as i64;
+        assert_eq!(replicas[0].count("seaql_migrations").await, migrations);
+        let answer = replicas[2]
+            .post_webhook(fixture_lines("v1/happy-path.jsonl").remove(0))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    })
+    .await;
 }

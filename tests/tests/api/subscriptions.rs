@@ -312,6 +312,25 @@ async fn a_worker_resuming_after_its_last_action_misses_none_and_repeats_none() 
             .await;
         let refused = format!("{:?}", wrong.receive().await);
         assert!(refused.contains("invalid cursor"), "{backend:?}: {refused}");
+
+        // So is one past the newest action (from another database): the
+        // actions to come here would be taken for already seen.
+        use base64::Engine;
+        let elsewhere = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"of":"action","id":999999}"#);
+        let mut stranger = Client::connect(&app.address, None).await;
+        stranger
+            .subscribe(
+                "1",
+                "subscription($after: String) { actionCreated(after: $after) { id } }",
+                json!({"after": elsewhere}),
+            )
+            .await;
+        let refused = format!("{:?}", stranger.receive().await);
+        assert!(
+            refused.contains("no action 999999"),
+            "{backend:?}: {refused}"
+        );
     })
     .await;
 }
