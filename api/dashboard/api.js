@@ -74,8 +74,8 @@ export const ROW = `fragment Row on Call {
 /**
  * Follow `callEvents` until stopped. On any disconnect it resubscribes
  * (backing off to 15 s) with `after` = the last cursor seen, so nothing is
- * missed or repeated; `onResync` runs when there was no cursor to resume
- * from (the views reload instead).
+ * missed or repeated; `onResync` runs once connected when there was no
+ * cursor to resume from (the first time, too): the views read again.
  */
 export function follow({onEvent, onState, onResync}) {
   let after = null;
@@ -88,15 +88,21 @@ export function follow({onEvent, onState, onResync}) {
   function start() {
     timer = null;
     onState('connecting');
+    const resumed = after !== null;
     client = globalThis.graphqlWs.createClient({
       url,
       lazy: true,
       retryAttempts: 0,
       keepAlive: 20_000,
       connectionParams: () => (token() ? {Authorization: `Bearer ${token()}`} : {}),
-      on: {connected: () => { failures = 0; onState('live'); }},
+      on: {connected: () => {
+        failures = 0;
+        onState('live');
+        // Without a cursor the feed starts live: what committed since the
+        // view was read would be missed, so the view reads it again now.
+        if (!resumed) onResync();
+      }},
     });
-    const resumed = after !== null;
     client.subscribe({query: LIVE + ROW, variables: {after}}, {
       next(message) {
         // SUBSCRIPTION_TOO_SLOW arrives as errors, then `complete`: resume from its cursor.
@@ -110,7 +116,6 @@ export function follow({onEvent, onState, onResync}) {
       error: (error) => restart(error),
       complete: () => restart(null),
     });
-    if (!resumed && failures > 0) onResync();
   }
 
   async function restart(error) {

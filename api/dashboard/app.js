@@ -60,7 +60,15 @@ function liveState(state, wait) {
 async function startFeed() {
   if (following) return;
   following = true;
-  await gql('{ __typename }');
+  try {
+    await gql('{ __typename }');
+  } catch (error) {
+    // The server is not answering yet (a restart, say): try again.
+    following = false;
+    showError(error);
+    setTimeout(startFeed, 3000);
+    return;
+  }
   follow({
     onEvent: (live) => view?.onEvent(live),
     onState: liveState,
@@ -108,4 +116,4 @@ document.getElementById('forget-token').addEventListener('click', () => {
 onTokenNeeded(askForToken);
 window.addEventListener('hashchange', route);
 route();
-startFeed().catch(showError);
+startFeed();

@@ -42,9 +42,24 @@ export function callView(id) {
         body.replaceChildren(h('p', {class: 'none'}, 'calltrail has no call with this id (yet).'));
         return;
       }
-      // Keep the raw events that are open open across reloads.
+      // Keep the raw events that are open open across reloads, and notes
+      // being typed (with the focus and caret) as they are.
       const open = new Set([...body.querySelectorAll('details[open][data-event]')].map((d) => d.dataset.event));
-      body.replaceChildren(...sections(call, open));
+      const typed = [...body.querySelectorAll('input[id^="note-"]')]
+        .filter((input) => input.value !== input.defaultValue)
+        .map((input) => [input.id, input.value]);
+      const focused = body.contains(document.activeElement) && document.activeElement.id ? document.activeElement : null;
+      const caret = focused?.selectionStart ?? null;
+      body.replaceChildren(...sections(call, open, load));
+      for (const [inputId, value] of typed) {
+        const input = document.getElementById(inputId);
+        if (input) input.value = value;
+      }
+      const refocus = focused && document.getElementById(focused.id);
+      if (refocus) {
+        refocus.focus();
+        if (caret !== null && refocus.setSelectionRange) refocus.setSelectionRange(caret, caret);
+      }
       title.replaceChildren('Call ', h('code', {}, call.id), ' ', statusBadge(call.status));
       element.dataset.status = call.status;
     } catch (error) {
@@ -61,7 +76,7 @@ export function callView(id) {
   };
 }
 
-function sections(call, open) {
+function sections(call, open, reloadCall) {
   // v2 webhooks carry no metadata, analyses, actions, credits or recordings,
   // and v1 webhooks no number, agent, ended reason or cost: each call shows
   // what its format can send (and anything it did send).
@@ -118,7 +133,7 @@ function sections(call, open) {
       ? h('section', {class: 'card', 'aria-labelledby': 'actions-title'},
         h('h2', {id: 'actions-title'}, `Actions (${call.actions.length})`),
         call.actions.length
-          ? h('ul', {class: 'actions'}, call.actions.map((a) => actionItem(a, {showCall: false})))
+          ? h('ul', {class: 'actions'}, call.actions.map((a) => actionItem(a, {showCall: false, onConflict: reloadCall})))
           : h('p', {class: 'none'}, 'The AI asked for no action.'))
       : null,
     eventsSection(call.events, open),

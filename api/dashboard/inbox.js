@@ -19,8 +19,10 @@ const ACTIONS = `query Inbox($filter: ActionFilter, $first: Int, $after: String)
   }
 }`;
 
-const ACKNOWLEDGE = `mutation Acknowledge($id: ID!, $status: ActionStatus!, $note: String) {
-  acknowledgeAction(id: $id, status: $status, note: $note) { ...ActionFields }
+// Only from the status the page shows: a colleague's acknowledgement in
+// between is a CONFLICT, not silently overwritten.
+const ACKNOWLEDGE = `mutation Acknowledge($id: ID!, $status: ActionStatus!, $note: String, $from: ActionStatus) {
+  acknowledgeAction(id: $id, status: $status, note: $note, expectedStatus: $from) { ...ActionFields }
 }`;
 
 export function inboxView(params) {
@@ -66,7 +68,7 @@ export function inboxView(params) {
       const {actions} = await gql(ACTIONS + ACTION_FIELDS, {filter, first: PAGE_SIZE, after});
       showError(null);
       if (after === null) list.replaceChildren();
-      list.append(...actions.nodes.map((a) => actionItem(a, {onChange: changed, showCall: true})));
+      list.append(...actions.nodes.map((a) => actionItem(a, {onChange: changed, onConflict: reload, showCall: true})));
       if (!list.children.length) list.append(h('li', {class: 'none empty'}, status === 'PENDING' ? 'Nothing pending: the inbox is empty.' : 'No actions match.'));
       after = actions.pageInfo.endCursor ?? after;
       complete = !actions.pageInfo.hasNextPage;
@@ -91,12 +93,17 @@ export function inboxView(params) {
     element.dataset.total = total;
   }
 
+  function reload() {
+    after = null;
+    return next();
+  }
+
   next();
   return {
     element,
     // A new action belongs at the end: fetch it when everything before it is shown.
     onEvent: (live) => { if (live.event.type === 'action' && complete) next(); },
-    reload: () => { after = null; next(); },
+    reload,
   };
 }
 
@@ -118,8 +125,11 @@ function inboxFilters(status, kind) {
   return form;
 }
 
-/** One action with its acknowledge buttons; `onChange` runs after a change. */
-export function actionItem(action, {onChange, showCall}) {
+/**
+ * One action with its acknowledge buttons; `onChange` runs after a change,
+ * `onConflict` (reload what is shown) when someone else changed it first.
+ */
+export function actionItem(action, {onChange, onConflict, showCall}) {
   const item = h('li', {class: 'action', dataset: {actionId: action.id, status: action.status}});
   draw(action);
   return item;
@@ -154,7 +164,7 @@ export function actionItem(action, {onChange, showCall}) {
           const pressed = event.currentTarget;
           pressed.disabled = true;
           try {
-            const {acknowledgeAction: updated} = await gql(ACKNOWLEDGE + ACTION_FIELDS, {id: a.id, status, note: note.value.trim() || null});
+            const {acknowledgeAction: updated} = await gql(ACKNOWLEDGE + ACTION_FIELDS, {id: a.id, status, note: note.value.trim() || null, from: a.status});
             showError(null);
             const focus = item.contains(document.activeElement);
             draw(updated);
@@ -162,6 +172,12 @@ export function actionItem(action, {onChange, showCall}) {
             announce(`${a.kind} marked ${label(updated.status).toLowerCase()}`);
             onChange?.(updated, a.status);
           } catch (error) {
+            if (error.errors?.some((e) => e.extensions?.code === 'CONFLICT')) {
+              // Someone else acknowledged it meanwhile: show what they did.
+              await onConflict?.();
+              showError(new Error(`Not changed: this ${a.kind} was acknowledged elsewhere in the meantime (${error.message}).`));
+              return;
+            }
             showError(error);
             pressed.disabled = false;
           }

@@ -275,6 +275,16 @@ async function walkThrough(page) {
   await page.waitForSelector(`.call-view li.action[data-action-id="${actionId}"][data-status="HANDLED"]`, {timeout: WAIT});
   await shot(page, 'call-actions', true);
 
+  // A colleague marks it failed behind this page's back: "Reopen" here then
+  // changes nothing, says so, and shows what the colleague did.
+  await graphql('mutation($id: ID!) { acknowledgeAction(id: $id, status: FAILED, note: "by a colleague") { id } }', {id: actionId});
+  await page.locator(`.call-view li.action[data-action-id="${actionId}"] button[data-ack="PENDING"]`).click();
+  await page.waitForSelector(`.call-view li.action[data-action-id="${actionId}"][data-status="FAILED"]`, {timeout: WAIT});
+  const conflict = await page.locator('#alert').textContent();
+  check(await page.locator('#alert').isVisible() && conflict.includes('Not changed'), `the page says the action was changed elsewhere: ${conflict}`);
+  const {after} = await graphql('{ after: actions(filter: {status: [FAILED]}) { nodes { id note } } }');
+  check(after.nodes.some((a) => a.id === actionId && a.note === 'by a colleague'), `the colleague's acknowledgement stays: ${JSON.stringify(after)}`);
+
   // A phone-sized screen: the table turns into cards and nothing scrolls sideways.
   await page.setViewportSize({width: 390, height: 844});
   await page.goto(`${base}/#/`);

@@ -273,17 +273,26 @@ async fn the_dashboard_shows_calls_arriving_live_and_acknowledges_an_action() {
     let acknowledged = page.expect("ACKED ").await;
     page.finish().await;
 
+    // The page marked it handled (checked there through GraphQL); then a
+    // colleague marked it failed, and the page's "Reopen" from its stale
+    // HANDLED changed nothing.
     let data = graphql(
         &base,
         None,
-        "{ actions(filter: {status: [HANDLED]}) { nodes { id note handledAt } } }",
+        "{ actions(filter: {status: [HANDLED, FAILED]}) { nodes { id status note handledAt } } }",
     )
     .await;
-    let handled = data["actions"]["nodes"].as_array().unwrap();
-    assert_eq!(handled.len(), 1, "{data}");
-    assert_eq!(handled[0]["id"], acknowledged.as_str());
-    assert_eq!(handled[0]["note"], "ordered in the e2e test");
-    assert!(handled[0]["handledAt"].is_string());
+    let acted = data["actions"]["nodes"].as_array().unwrap();
+    assert_eq!(acted.len(), 1, "{data}");
+    assert_eq!(acted[0]["id"], acknowledged.as_str());
+    assert_eq!(
+        (&acted[0]["status"], &acted[0]["note"]),
+        (
+            &serde_json::json!("FAILED"),
+            &serde_json::json!("by a colleague")
+        )
+    );
+    assert!(acted[0]["handledAt"].is_string());
 }
 
 #[tokio::test]
