@@ -22,8 +22,12 @@ function decodeHashPart(part) {
 
 /** `#/`, `#/?status=…`, `#/calls/<id>`, `#/actions?…`; other hashes (#main) are not routes. */
 function route() {
-  const hash = location.hash || '#/';
-  if (!hash.startsWith('#/')) return;
+  let hash = location.hash || '#/';
+  if (!hash.startsWith('#/')) {
+    // Not a route (#main): keep the view, or show the calls on a first load.
+    if (view !== null) return;
+    hash = '#/';
+  }
   const [path, query = ''] = hash.slice(1).split('?');
   const params = new URLSearchParams(query);
   const call = path.match(/^\/calls\/(.+)$/);
@@ -111,6 +115,12 @@ document.getElementById('token-dialog').addEventListener('cancel', (event) => ev
 document.getElementById('forget-token').addEventListener('click', () => {
   forgetToken();
   location.reload();
+});
+
+// The skip link focuses the content without leaving the route (and its filters).
+document.querySelector('.skip-link')?.addEventListener('click', (event) => {
+  event.preventDefault();
+  main.focus();
 });
 
 onTokenNeeded(askForToken);

@@ -94,6 +94,8 @@ export function callsView(params) {
   let total = 0;
   let pageIndex = 0;
   let loaded = false;
+  /** Calls already counted in the "new calls" notice. */
+  const counted = new Set();
   let early = [];
   let unseen = 0;
 
@@ -178,6 +180,14 @@ export function callsView(params) {
     const at = rows.findIndex((r) => r.id === call.id);
     if (at >= 0) {
       if (!newer(call, rows[at])) return;
+      if (!matches(call, filter)) {
+        // It left the filter (an IN_PROGRESS call completed, say): off the page.
+        rows.splice(at, 1);
+        total -= 1;
+        tbody.querySelector(`tr[data-call-id="${CSS.escape(call.id)}"]`)?.remove();
+        drawRange();
+        return;
+      }
       const changed = rows[at].status !== call.status;
       rows[at] = call;
       const old = tbody.querySelector(`tr[data-call-id="${CSS.escape(call.id)}"]`);
@@ -192,7 +202,12 @@ export function callsView(params) {
     }
     if (!matches(call, filter)) return;
     if (!onFirstPage()) {
-      if (live.event.type === 'call.initiate' && Date.now() - Date.parse(call.createdAt) < 60_000) showFresh();
+      // A call first heard of just now, whatever its first delivery (v1
+      // `call.initiate`, v2 `call.queued`), counted once.
+      if (Date.now() - Date.parse(call.createdAt) < 60_000 && !counted.has(call.id)) {
+        counted.add(call.id);
+        showFresh();
+      }
       return;
     }
     insert(call);
@@ -229,7 +244,7 @@ export function callsView(params) {
     unseen += 1;
     fresh.hidden = false;
     fresh.replaceChildren(`${unseen} new ${unseen === 1 ? 'call' : 'calls'} since this page loaded. `,
-      h('button', {type: 'button', class: 'link-button', onclick: () => { unseen = 0; fresh.hidden = true; load({first: PAGE_SIZE}, 0); }}, 'Show the newest'));
+      h('button', {type: 'button', class: 'link-button', onclick: () => { unseen = 0; counted.clear(); fresh.hidden = true; load({first: PAGE_SIZE}, 0); }}, 'Show the newest'));
   }
 
   load({first: PAGE_SIZE}, 0);

@@ -88,7 +88,9 @@ export function inboxView(params) {
 
   function recount() {
     const what = status === 'all' ? 'actions' : `${label(status).toLowerCase()} actions`;
-    const shown = list.querySelectorAll('li.action').length;
+    // Acknowledged ones stay listed (to undo) but are no longer of the count.
+    const shown = [...list.querySelectorAll('li.action')]
+      .filter((item) => status === 'all' || item.dataset.status === status).length;
     count.textContent = `${total} ${what}${shown < total ? `, the first ${shown} shown` : ''}.`;
     element.dataset.total = total;
   }
