@@ -20,7 +20,7 @@ const CALL = `query Call($id: ID!, $events: Int) {
     attempts {
       id number status startedAt endedAt durationSeconds recordingUrl
       analysis { success summary }
-      events { id type receivedAt }
+      events(first: $events) { id type receivedAt }
     }
     actions { ...ActionFields }
     events(first: $events) { id type format upstreamId receivedAt signatureVerified recognized payload }

@@ -61,7 +61,9 @@ impl CallFilter {
     }
 }
 
-/// How to order calls. Ties are broken by id in the same direction, so pages never overlap.
+/// How to order calls. Ties are broken by id in the same direction, so pages never overlap while
+/// the calls keep their keys; a call whose key changes during a walk (`UPDATED_AT`, `DURATION`)
+/// moves, and may show twice or not at all.
 #[derive(InputObject, Clone, Copy, Debug)]
 pub struct CallOrder {
     /// The key to order by.

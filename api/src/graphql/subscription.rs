@@ -43,9 +43,9 @@ pub struct OneEvent(pub Arc<LiveEvent>);
 pub struct CallEvent {
     /// The delivery; its `cursor` is what to pass as `after` to resume after it.
     pub event: WebhookEvent,
-    /// The call as it was right after this delivery, `stale` included (its
-    /// nested lists are read when the message is sent); null when the
-    /// delivery names no call.
+    /// The call as it was right after this delivery, `stale` judged as of
+    /// the delivery's arrival (its nested lists are read when the message
+    /// is sent); null when the delivery names no call.
     pub call: Option<Call>,
 }
 
@@ -98,7 +98,8 @@ impl SubscriptionRoot {
     /// `Action.cursor`), first the stored actions after it, then live: no
     /// gap, no repeat. A subscriber that reads too slowly is dropped with an
     /// error whose `extensions.resumeAfter` is the cursor of the last action
-    /// it received (absent when it received none and gave no `after`).
+    /// it passed (sent, or skipped for its kind), else its `after` (absent
+    /// when it had neither).
     async fn action_created(
         &self,
         ctx: &Context<'_>,
@@ -109,7 +110,7 @@ impl SubscriptionRoot {
         after: Option<String>,
     ) -> Result<impl Stream<Item = Result<Action>> + use<>> {
         let bus = ctx.data::<Bus>()?;
-        let (mut last, start) = match after.as_deref() {
+        let (seen, start) = match after.as_deref() {
             None => (None, None),
             Some(cursor) => {
                 let id = actions::id_of(cursor).map_err(|e| e.extend())?;
@@ -125,12 +126,17 @@ impl SubscriptionRoot {
             types: Some(vec!["action".to_owned()]),
             without_calls: true,
         };
+        // The feed repeats no delivery; what the worker had seen is what
+        // its `after` covers (not the largest id passed since: an action
+        // `reprocess` made for an old delivery has a larger id than the
+        // ones after it in the log).
+        let mut last = seen;
         Ok(bus.feed(filter, start).into_stream().flat_map(move |item| {
             let items: Vec<Result<Action>> = match item {
                 Ok(e) => {
                     let mut items = Vec::new();
                     for a in &e.actions {
-                        if last.is_some_and(|last| a.id <= last) {
+                        if seen.is_some_and(|seen| a.id <= seen) {
                             continue;
                         }
                         last = Some(a.id);

@@ -353,7 +353,8 @@ pub struct Action {
     pub kind: String,
     /// Why, when the platform says (`missing_address`, …).
     pub reason: Option<String>,
-    /// The action's data as sent (for `create_order`: the order).
+    /// The action's data as sent (for `create_order`: the order); NUL characters and lone
+    /// surrogate escapes read as U+FFFD.
     pub payload: Option<Json<Value>>,
     /// Where the action stands.
     pub status: ActionStatus,
@@ -424,7 +425,8 @@ pub struct WebhookEvent {
     pub signature_verified: bool,
     /// calltrail knows its type; unknown types are kept with no other effect.
     pub recognized: bool,
-    /// The whole delivery body, as JSON.
+    /// The whole delivery body, as JSON (a lone surrogate escape reads as U+FFFD; the body is
+    /// stored byte for byte).
     pub payload: Json<Value>,
 }
 
