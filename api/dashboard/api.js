@@ -46,6 +46,8 @@ export async function gql(query, variables = {}) {
     if (sent) headers.authorization = `Bearer ${sent}`;
     const response = await fetch('/graphql', {method: 'POST', headers, body: JSON.stringify({query, variables})});
     if (response.status === 401) {
+      // A token entered while this request was on its way: try it first.
+      if (token() !== null && token() !== sent) continue;
       if (token() === sent) forgetToken();
       await newToken(sent ? 'refused' : 'needed');
       continue;

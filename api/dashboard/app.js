@@ -102,16 +102,24 @@ function askForToken(reason) {
       const value = input.value.trim();
       if (!value) return input.focus();
       form.removeEventListener('submit', entered);
+      dialog.dataset.waiting = 'false';
       dialog.close();
       resolve(value);
       setTimeout(showForget);
     });
+    dialog.dataset.waiting = 'true';
     if (!dialog.open) dialog.showModal();
     input.focus();
   });
 }
 
-document.getElementById('token-dialog').addEventListener('cancel', (event) => event.preventDefault());
+const tokenDialog = document.getElementById('token-dialog');
+tokenDialog.addEventListener('cancel', (event) => event.preventDefault());
+// Chromium lets a second Esc close a modal whatever `cancel` says: while a
+// token is still awaited, the prompt comes back.
+tokenDialog.addEventListener('close', () => {
+  if (tokenDialog.dataset.waiting === 'true') tokenDialog.showModal();
+});
 document.getElementById('forget-token').addEventListener('click', () => {
   forgetToken();
   location.reload();
