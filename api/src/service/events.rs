@@ -87,28 +87,8 @@ pub async fn first_of_calls(
     limit: u64,
 ) -> Result<Vec<webhook_event::Model>, ServiceError> {
     use webhook_event::Column as E;
-    let numbered = webhook_event::Entity::find()
-        .filter(E::CallId.is_in(call_ids.iter().cloned()))
-        .into_query()
-        .expr_window_as(
-            Func::cust("ROW_NUMBER"),
-            WindowStatement::partition_by(E::CallId)
-                .order_by(E::Seq, Order::Asc)
-                .to_owned(),
-            Alias::new("n"),
-        )
-        .to_owned();
-    let query = Query::select()
-        .column(Asterisk)
-        .from_subquery(numbered, Alias::new("numbered"))
-        .and_where(Expr::col(Alias::new("n")).lte(limit))
-        .order_by(Alias::new("seq"), Order::Asc)
-        .to_owned();
-    let statement = db.get_database_backend().build(&query);
-    Ok(webhook_event::Entity::find()
-        .from_raw_sql(statement)
-        .all(db)
-        .await?)
+    let of_calls = Condition::all().add(E::CallId.is_in(call_ids.iter().cloned()));
+    first_per_group(db, of_calls, &[E::CallId], limit).await
 }
 
 /// The first `limit` deliveries applied to each of these attempts (by
@@ -123,20 +103,27 @@ pub async fn of_attempts(
     let any = attempts.iter().fold(Condition::any(), |any, (call_id, n)| {
         any.add(E::CallId.eq(call_id.as_str()).and(E::AttemptNumber.eq(*n)))
     });
+    first_per_group(db, any, &[E::CallId, E::AttemptNumber], limit).await
+}
+
+/// The first `limit` deliveries (by `seq`) matching `condition` in each
+/// group of equal `group` columns, oldest first: one statement, a window
+/// function numbering each group's rows.
+async fn first_per_group(
+    db: &DatabaseConnection,
+    condition: Condition,
+    group: &[webhook_event::Column],
+    limit: u64,
+) -> Result<Vec<webhook_event::Model>, ServiceError> {
+    use sea_orm::sea_query::OverStatement;
+    let mut window = WindowStatement::new();
+    window
+        .partition_by_columns(group.iter().copied())
+        .order_by(webhook_event::Column::Seq, Order::Asc);
     let numbered = webhook_event::Entity::find()
-        .filter(any)
+        .filter(condition)
         .into_query()
-        .expr_window_as(
-            Func::cust("ROW_NUMBER"),
-            {
-                use sea_orm::sea_query::OverStatement;
-                WindowStatement::partition_by(E::CallId)
-                    .partition_by(E::AttemptNumber)
-                    .order_by(E::Seq, Order::Asc)
-                    .to_owned()
-            },
-            Alias::new("n"),
-        )
+        .expr_window_as(Func::cust("ROW_NUMBER"), window, Alias::new("n"))
         .to_owned();
     let query = Query::select()
         .column(Asterisk)

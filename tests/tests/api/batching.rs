@@ -36,22 +36,7 @@ async fn stall_writer(app: &TestApp) -> Stall {
             txn
         }
     };
-    let (client, url) = (
-        app.client.clone(),
-        format!("{}/webhooks/call-events", app.address),
-    );
-    let plug = tokio::spawn(async move {
-        Answer::from(
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(initiate("c_plug"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    });
+    let plug = post_in_background(app, initiate("c_plug"));
     match app.backend {
         // The plug's write waits for the test's lock.
         Backend::Postgres => {
@@ -114,6 +99,16 @@ fn initiate(call_id: &str) -> Vec<u8> {
         &json!({"event": {"type": "call.initiate", "data": {"call": {"id": call_id}}}}),
     )
     .unwrap()
+}
+
+/// POST a delivery from a task of its own; its answer when joined.
+fn post_in_background(app: &TestApp, body: Vec<u8>) -> tokio::task::JoinHandle<Answer> {
+    let request = app
+        .client
+        .post(format!("{}/webhooks/call-events", app.address))
+        .header("content-type", "application/json")
+        .body(body);
+    tokio::spawn(async move { Answer::from(request.send().await.unwrap()).await })
 }
 
 async fn refuse_call_in_database(app: &TestApp, call_id: &str) {
@@ -246,10 +241,7 @@ async fn deliveries_of_one_call_keep_their_arrival_order_across_batch_boundaries
         let mut pending = Vec::new();
         for seq in 0..10 {
             let body = serde_json::to_vec(&json!({"metadata": {"seq": seq}, "event": {"type": "call.in-progress", "data": {"call": {"id": "c_order"}}}})).unwrap();
-            let (client, url) = (app.client.clone(), format!("{}/webhooks/call-events", app.address));
-            pending.push(tokio::spawn(async move {
-                Answer::from(client.post(url).header("content-type", "application/json").body(body).send().await.unwrap()).await
-            }));
+            pending.push(post_in_background(&app, body));
             // Each request reaches the writer's queue before the next is sent.
             queued(&app, seq + 1).await;
         }
@@ -419,23 +411,7 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
     for (i, line) in lines[..2].iter().enumerate() {
-        let (client, url, body) = (
-            app.client.clone(),
-            format!("{}/webhooks/call-events", app.address),
-            line.clone(),
-        );
-        pending.push(tokio::spawn(async move {
-            Answer::from(
-                client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
+        pending.push(post_in_background(&app, line.clone()));
         // In arrival order: the initiate, then the no-answer.
         queued(&app, i + 1).await;
     }
@@ -577,23 +553,7 @@ async fn a_batch_whose_connection_breaks_before_its_write_is_committed_again() {
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
     for i in 0..3 {
-        let (client, url, body) = (
-            app.client.clone(),
-            format!("{}/webhooks/call-events", app.address),
-            initiate(&format!("c_cut-{i}")),
-        );
-        pending.push(tokio::spawn(async move {
-            Answer::from(
-                client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }));
+        pending.push(post_in_background(&app, initiate(&format!("c_cut-{i}"))));
     }
     queued(&app, 3).await;
     proxy.cut();
