@@ -129,6 +129,12 @@ export function callsView(params) {
       const variables = {filter, orderBy, ...page};
       const {calls} = await gql(CALLS + ROW, variables);
       pageIndex = index;
+      if (index === 0) {
+        // The newest calls are on screen again: nothing is left to announce.
+        unseen = 0;
+        counted.clear();
+        fresh.hidden = true;
+      }
       rows = calls.edges.map((e) => e.node);
       cursors = new Map(calls.edges.map((e) => [e.node.id, e.cursor]));
       info = calls.pageInfo;
@@ -180,12 +186,15 @@ export function callsView(params) {
     const at = rows.findIndex((r) => r.id === call.id);
     if (at >= 0) {
       if (!newer(call, rows[at])) return;
-      if (!matches(call, filter)) {
-        // It left the filter (an IN_PROGRESS call completed, say): off the page.
+      // It left the filter (an IN_PROGRESS call completed, say): off the
+      // page. Only for a state strictly newer than the row's: a replayed
+      // message judges `stale` at its delivery, the page at its query.
+      if (!matches(call, filter) && instantKey(call.updatedAt) > instantKey(rows[at].updatedAt)) {
+        const hadFocus = tbody.querySelector(`tr[data-call-id="${CSS.escape(call.id)}"]`)?.contains(document.activeElement);
         rows.splice(at, 1);
         total -= 1;
-        tbody.querySelector(`tr[data-call-id="${CSS.escape(call.id)}"]`)?.remove();
-        drawRange();
+        draw();
+        if (hadFocus) (tbody.querySelectorAll('tr a')[Math.min(at, rows.length - 1)] ?? element.querySelector('h1')).focus();
         return;
       }
       const changed = rows[at].status !== call.status;

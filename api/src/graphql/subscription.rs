@@ -126,19 +126,16 @@ impl SubscriptionRoot {
             types: Some(vec!["action".to_owned()]),
             without_calls: true,
         };
-        // The feed repeats no delivery; what the worker had seen is what
-        // its `after` covers (not the largest id passed since: an action
-        // `reprocess` made for an old delivery has a larger id than the
-        // ones after it in the log).
+        // Positions, not ids, say what was seen: the feed passes each
+        // delivery after the cursor's once, with its actions (an action
+        // `reprocess` made for an old delivery has a larger id than those
+        // after it in the log, so an id bound would hide them).
         let mut last = seen;
         Ok(bus.feed(filter, start).into_stream().flat_map(move |item| {
             let items: Vec<Result<Action>> = match item {
                 Ok(e) => {
                     let mut items = Vec::new();
                     for a in &e.actions {
-                        if seen.is_some_and(|seen| a.id <= seen) {
-                            continue;
-                        }
                         last = Some(a.id);
                         if kinds.as_ref().is_none_or(|k| k.contains(&a.kind)) {
                             items.push(Action::try_from(a.clone()));

@@ -77,8 +77,9 @@ pub fn id_of(cursor: &str) -> Result<i64, ServiceError> {
 }
 
 /// Where in the raw log (`seq`) the actions after action `after` start:
-/// the position of the delivery of the newest action up to it (action ids
-/// and `seq`s are both drawn in commit order); 0 when there is none. A
+/// the position of its delivery (of the newest action before it, should it
+/// have been deleted); 0 when there is none. The actions after it are
+/// those of the deliveries after that position. A
 /// cursor past the newest action is refused: it comes from another
 /// database (or one emptied since), and the actions with smaller ids to
 /// come would be skipped as already seen.

@@ -971,3 +971,63 @@ async fn a_replayed_message_of_an_old_delivery_shows_its_call_as_it_was_then() {
     })
     .await;
 }
+
+/// `calltrail reprocess` remakes a lost action for an old delivery with the
+/// largest id: a worker resuming after that action still gets the actions
+/// of the deliveries after it (ids do not order them, positions do).
+#[tokio::test]
+async fn a_worker_resuming_after_an_action_reprocess_remade_gets_the_later_ones() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        for (call, kind) in [
+            ("c_r1", "create_order"),
+            ("c_r2", "send_whatsapp"),
+            ("c_r3", "create_order"),
+        ] {
+            app.post_webhook(action(call, kind)).await.event_id();
+        }
+        entity::action::Entity::delete_many()
+            .filter(entity::action::Column::CallId.eq("c_r1"))
+            .exec(&app.db)
+            .await
+            .unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
+            .arg("reprocess")
+            .env_clear()
+            .env("DATABASE_URL", &app.database_url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("runs");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let remade = app
+            .graphql(
+                "{ actions(filter: {callId: \"c_r1\"}) { nodes { id cursor } } }",
+                json!({}),
+            )
+            .await;
+        let remade = &remade.body["data"]["actions"]["nodes"][0];
+        assert_eq!(remade["id"], "4", "{backend:?}: remade with the largest id");
+
+        let mut worker = Client::connect(&app.address, None).await;
+        worker
+            .subscribe(
+                "1",
+                "subscription($after: String) { actionCreated(after: $after) { callId } }",
+                json!({"after": remade["cursor"]}),
+            )
+            .await;
+        for call in ["c_r2", "c_r3"] {
+            assert_eq!(
+                worker.next_payload().await["data"]["actionCreated"]["callId"],
+                call,
+                "{backend:?}"
+            );
+        }
+    })
+    .await;
+}
