@@ -399,6 +399,15 @@ impl Answer {
     }
 }
 
+/// The fixtures that must be refused with 400, and the code each gets.
+pub const BAD_FIXTURES: [(&str, &str); 5] = [
+    ("bad/array.json", "not_an_object"),
+    ("bad/no-event.json", "missing_event"),
+    ("bad/no-type.json", "missing_event_type"),
+    ("bad/not-json.txt", "malformed_json"),
+    ("bad/type-not-string.json", "invalid_event_type"),
+];
+
 pub fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }

@@ -107,28 +107,30 @@ impl Writer {
         self.down
     }
 
-    pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
-        let (doubt, down) = (&mut self.doubt, &mut self.down);
-        let acquired = async {
-            match self.held.take() {
-                Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
-                    match conn.ping().await {
-                        Ok(()) => Ok(conn),
-                        Err(_) => {
-                            conn.close_on_drop();
-                            drop(conn);
-                            self.pool.acquire().await
-                        }
+    /// The held connection (pinged when it was idle), or a new one.
+    async fn connection(&mut self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        match self.held.take() {
+            Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
+                match conn.ping().await {
+                    Ok(()) => Ok(conn),
+                    Err(_) => {
+                        conn.close_on_drop();
+                        drop(conn);
+                        self.pool.acquire().await
                     }
                 }
-                Some((conn, _)) => Ok(conn),
-                None => self.pool.acquire().await,
             }
-        };
-        let mut conn = match acquired.await {
+            Some((conn, _)) => Ok(conn),
+            None => self.pool.acquire().await,
+        }
+    }
+
+    pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
+        let mut conn = match self.connection().await {
             Ok(conn) => conn,
             Err(err) => {
-                (*doubt, *down) = (false, true);
+                // Nothing was sent: not in doubt, and the database is unreachable.
+                (self.doubt, self.down) = (false, true);
                 return Err(db_err(err));
             }
         };

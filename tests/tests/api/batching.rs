@@ -369,6 +369,28 @@ async fn a_delivery_whose_row_the_database_skips_is_refused_and_stores_nothing()
 }
 
 /// `postgres://user@host:port/db` → (`host:port`, the same URL through `proxy`, unencrypted).
+/// PostgreSQL (None without `TEST_DATABASE_URL`): a server with one writer
+/// whose connections pass through a [`PgProxy`](calltrail_tests::pg_proxy::PgProxy),
+/// one delivery already stored: the writer's statements are prepared (a
+/// Parse would wait for the stall's table lock) and its connection held, so
+/// the next write the proxy sees is the plug's.
+async fn behind_proxy() -> Option<(calltrail_tests::pg_proxy::PgProxy, TestApp)> {
+    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+        return None;
+    }
+    let server = std::env::var("TEST_DATABASE_URL").unwrap();
+    let (upstream, _) = through(&server, "");
+    let proxy = calltrail_tests::pg_proxy::PgProxy::start(upstream).await;
+    let app = TestApp::spawn_with(Backend::Postgres, |c| {
+        c.database_url = through(&c.database_url, &proxy.address).1;
+        c.ingest_writers = Some(1);
+        c.ingest_batch = 256;
+    })
+    .await;
+    assert_eq!(app.post_webhook(initiate("c_warm")).await.status, 200);
+    Some((proxy, app))
+}
+
 fn through(url: &str, proxy: &str) -> (String, String) {
     let start = url
         .find('@')
@@ -392,21 +414,9 @@ fn through(url: &str, proxy: &str) -> (String, String) {
 /// would meet the `call.no-answer` stored with it and open a second attempt.
 #[tokio::test]
 async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_stored() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((proxy, app)) = behind_proxy().await else {
         return;
-    }
-    let server = std::env::var("TEST_DATABASE_URL").unwrap();
-    let (upstream, _) = through(&server, "");
-    let proxy = calltrail_tests::pg_proxy::PgProxy::start(upstream).await;
-    let app = TestApp::spawn_with(Backend::Postgres, |c| {
-        c.database_url = through(&c.database_url, &proxy.address).1;
-        c.ingest_writers = Some(1);
-        c.ingest_batch = 256;
-    })
-    .await;
-    // The writer's statements prepared first: a Parse waits for the stall's
-    // table lock, and the plug's write must pass the proxy before it is armed.
-    assert_eq!(app.post_webhook(initiate("c_warm")).await.status, 200);
+    };
     let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
@@ -537,19 +547,9 @@ async fn a_batch_refused_for_a_locked_database_is_answered_503_at_once() {
 /// if the database were down.
 #[tokio::test]
 async fn a_batch_whose_connection_breaks_before_its_write_is_committed_again() {
-    if !calltrail_tests::backends().contains(&Backend::Postgres) {
+    let Some((proxy, app)) = behind_proxy().await else {
         return;
-    }
-    let server = std::env::var("TEST_DATABASE_URL").unwrap();
-    let (upstream, _) = through(&server, "");
-    let proxy = calltrail_tests::pg_proxy::PgProxy::start(upstream).await;
-    let app = TestApp::spawn_with(Backend::Postgres, |c| {
-        c.database_url = through(&c.database_url, &proxy.address).1;
-        c.ingest_writers = Some(1);
-        c.ingest_batch = 256;
-    })
-    .await;
-    assert_eq!(app.post_webhook(initiate("c_warm")).await.status, 200);
+    };
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
     for i in 0..3 {

@@ -17,13 +17,7 @@ async fn assert_nothing_stored(app: &TestApp) {
 async fn malformed_bodies_are_refused_with_400_and_a_code() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn(backend).await;
-        for (file, code) in [
-            ("bad/array.json", "not_an_object"),
-            ("bad/no-event.json", "missing_event"),
-            ("bad/no-type.json", "missing_event_type"),
-            ("bad/not-json.txt", "malformed_json"),
-            ("bad/type-not-string.json", "invalid_event_type"),
-        ] {
+        for (file, code) in calltrail_tests::BAD_FIXTURES {
             let answer = app.post_webhook(fixture(file)).await;
             assert_eq!(answer.status, 400, "{file}");
             assert_eq!(answer.body["error"]["code"], code, "{file}");

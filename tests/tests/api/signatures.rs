@@ -146,13 +146,7 @@ async fn without_secrets_unsigned_deliveries_are_accepted_as_unverified() {
 async fn a_signed_malformed_body_gets_its_400_and_an_unsigned_one_401() {
     on_each_backend(|backend| async move {
         let app = signed_app(backend).await;
-        for (file, code) in [
-            ("bad/array.json", "not_an_object"),
-            ("bad/no-event.json", "missing_event"),
-            ("bad/no-type.json", "missing_event_type"),
-            ("bad/not-json.txt", "malformed_json"),
-            ("bad/type-not-string.json", "invalid_event_type"),
-        ] {
+        for (file, code) in calltrail_tests::BAD_FIXTURES {
             let body = calltrail_tests::fixture(file);
             let signed = app
                 .post_signed(body.clone(), SECRET, Some(PUBLIC_KEY))
