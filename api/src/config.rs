@@ -214,11 +214,24 @@ pub struct Config {
     #[arg(long, env = "CALLTRAIL_WS_WRITE_TIMEOUT", default_value = "60s", value_parser = positive_duration, global = true)]
     pub ws_write_timeout: Duration,
 
-    /// How long the SQLite writer waits for a file another connection
-    /// holds (a `reprocess`, say) before the batch fails with 503; not a
-    /// setting (tests shorten it).
+    /// How long a client may take to send a request's headers, and then its
+    /// body (`408`); also the longest a kept-alive connection sits idle. A
+    /// client trickling bytes would otherwise hold its connection for good.
+    #[arg(long, env = "CALLTRAIL_CLIENT_TIMEOUT", default_value = "30s", value_parser = positive_duration, global = true)]
+    pub client_timeout: Duration,
+
+    /// How long a stopping server (SIGTERM, Ctrl-C) waits for requests in
+    /// flight, each delivery answered after its commit, before it closes
+    /// their connections. A second signal stops at once.
+    #[arg(long, env = "CALLTRAIL_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = positive_duration, global = true)]
+    pub shutdown_timeout: Duration,
+
+    /// How long a write waits for a lock another connection holds (a
+    /// `reprocess`, say) before its batch fails with 503: SQLite's busy
+    /// timeout, PostgreSQL's `lock_timeout` (and the longest a writer's
+    /// transaction may sit idle). Not a setting (tests shorten it).
     #[arg(skip = Duration::from_secs(10))]
-    pub sqlite_busy_timeout: Duration,
+    pub write_lock_timeout: Duration,
 }
 
 impl Config {

@@ -14,6 +14,7 @@ pub mod graphql;
 pub mod ingest;
 pub mod metrics;
 pub mod requests;
+pub mod serve;
 pub mod service;
 pub mod simulate;
 pub mod startup;

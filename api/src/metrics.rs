@@ -45,6 +45,7 @@ pub enum Refusal {
     Malformed,
     TooLarge,
     ContentType,
+    Timeout,
     Unavailable,
 }
 
@@ -55,6 +56,7 @@ impl Refusal {
             Self::Malformed => "malformed",
             Self::TooLarge => "too_large",
             Self::ContentType => "content_type",
+            Self::Timeout => "timeout",
             Self::Unavailable => "unavailable",
         }
     }

@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -63,6 +62,7 @@ impl Application {
             writers,
             config.ingest_batch,
             config.ingest_queue,
+            config.write_lock_timeout,
             bus.publisher(),
             metrics.ingest(),
         )
@@ -90,23 +90,32 @@ impl Application {
     }
 
     /// Serve until SIGINT or SIGTERM; then stop accepting, finish in-flight
-    /// requests (each answered only after its commit) and return.
+    /// requests (each delivery answered only after its commit) for at most
+    /// `CALLTRAIL_SHUTDOWN_TIMEOUT`, commit what the writers hold, and
+    /// return. A second signal exits at once.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         tracing::info!(address = %self.local_addr(), "calltrail listening");
         let sockets = self.state.sockets.clone();
         let closing = sockets.clone();
-        // Answers are small and latency-bound: send them without waiting for
-        // the client's ACK of the previous segment (Nagle).
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(async move {
+        let config = self.state.config.clone();
+        crate::serve::serve(
+            self.listener,
+            self.router,
+            async move {
                 shutdown_signal().await;
-                // Upgraded connections are not axum's to drain: close them (1001).
+                tracing::info!("shutting down: finishing in-flight deliveries");
+                tokio::spawn(async {
+                    shutdown_signal().await;
+                    tracing::warn!("second signal: exiting without finishing in-flight deliveries (none was answered before its commit)");
+                    std::process::exit(130);
+                });
+                // Upgraded connections are not the server's to drain: close them (1001).
                 tokio::spawn(async move { closing.close_all(SOCKET_GRACE).await });
-            })
-            .await?;
+            },
+            config.client_timeout,
+            config.shutdown_timeout,
+        )
+        .await;
         sockets.close_all(SOCKET_GRACE).await;
         drop(self.state);
         for writer in self.writers {
@@ -189,5 +198,4 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
-    tracing::info!("shutting down: finishing in-flight deliveries");
 }

@@ -6,7 +6,9 @@
 //! A write sent on its own (outside `BEGIN`) has committed by then; one in
 //! a transaction has not, and aborts. [`PgProxy::cut`] instead closes the
 //! connection in place of forwarding that `Bind`: the write never reaches
-//! the server, the connection is simply gone. Plain TCP only: connect
+//! the server, the connection is simply gone. [`PgProxy::sever`] forwards
+//! that write and then closes the connection at once: the server runs it,
+//! and commits it, with no one left to answer. Plain TCP only: connect
 //! through it with `sslmode=disable`.
 
 use std::sync::Arc;
@@ -20,6 +22,7 @@ pub struct PgProxy {
     pub address: String,
     armed: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
+    sever: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
 }
 
@@ -33,20 +36,27 @@ impl PgProxy {
         let address = listener.local_addr().expect("proxy address").to_string();
         let armed = Arc::new(AtomicBool::new(false));
         let cut = Arc::new(AtomicBool::new(false));
+        let sever = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicUsize::new(0));
-        let (a, c, l) = (armed.clone(), cut.clone(), lost.clone());
+        let faults = Faults {
+            armed: armed.clone(),
+            cut: cut.clone(),
+            sever: sever.clone(),
+            lost: lost.clone(),
+        };
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                tokio::spawn(relay(client, server, a.clone(), c.clone(), l.clone()));
+                tokio::spawn(relay(client, server, faults.clone()));
             }
         });
         Self {
             address,
             armed,
             cut,
+            sever,
             lost,
         }
     }
@@ -61,19 +71,33 @@ impl PgProxy {
         self.cut.store(true, Ordering::SeqCst);
     }
 
-    /// Answers lost (or writes cut) so far.
+    /// Send the next batch write, then close its connection at once.
+    pub fn sever(&self) {
+        self.sever.store(true, Ordering::SeqCst);
+    }
+
+    /// Answers lost (or writes cut or severed) so far.
     pub fn lost(&self) -> usize {
         self.lost.load(Ordering::SeqCst)
     }
 }
 
-async fn relay(
-    client: TcpStream,
-    server: TcpStream,
+/// The switches a test sets, shared by every connection.
+#[derive(Clone)]
+struct Faults {
     armed: Arc<AtomicBool>,
     cut: Arc<AtomicBool>,
+    sever: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
-) {
+}
+
+async fn relay(client: TcpStream, server: TcpStream, faults: Faults) {
+    let Faults {
+        armed,
+        cut,
+        sever,
+        lost,
+    } = faults;
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let swallow = Arc::new(AtomicBool::new(false));
@@ -82,6 +106,7 @@ async fn relay(
         async move {
             let mut buffer = Vec::new();
             let mut started = false;
+            let mut severed = false;
             let mut chunk = [0u8; 16 * 1024];
             loop {
                 let n = match client_read.read(&mut chunk).await {
@@ -113,10 +138,16 @@ async fn relay(
                     if write && armed.swap(false, Ordering::SeqCst) {
                         swallow.store(true, Ordering::SeqCst);
                     }
+                    if write && sever.swap(false, Ordering::SeqCst) {
+                        lost.fetch_add(1, Ordering::SeqCst);
+                        severed = true;
+                    }
                     at += typed + len;
                     started = true;
                 }
-                if server_write.write_all(&buffer[..at]).await.is_err() {
+                if server_write.write_all(&buffer[..at]).await.is_err() || severed {
+                    // Severed: the write (with the rest of what came with
+                    // it: Execute, Sync) is on its way; the connection ends.
                     return;
                 }
                 buffer.drain(..at);

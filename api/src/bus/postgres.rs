@@ -40,7 +40,7 @@ pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
         let mut listener = match connect(&pool).await {
             Ok(listener) => listener,
             Err(err) => {
-                tracing::error!(error = %err, retry_in = ?backoff, "cannot LISTEN for committed deliveries; subscribers get no live events until this succeeds");
+                tracing::error!(error = %err, retry_in = ?backoff, "cannot LISTEN for committed deliveries; subscribers get live events only from the log's poll (every 2 s) until this succeeds");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
@@ -56,7 +56,20 @@ pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
         // Read what committed while nobody listened.
         wake(&bus);
         loop {
-            match listener.try_recv().await {
+            // A connection that died without a word (a failover, a firewall
+            // forgetting it) would wait here for good: when nothing is heard
+            // for a while, ask the server something.
+            let heard = match tokio::time::timeout(QUIET, listener.try_recv()).await {
+                Ok(heard) => heard,
+                Err(_) => {
+                    let probe = sea_orm::sqlx::query("SELECT 1").execute(&mut listener);
+                    match tokio::time::timeout(PROBE_WAIT, probe).await {
+                        Ok(Ok(_)) => continue,
+                        _ => Ok(None),
+                    }
+                }
+            };
+            match heard {
                 Ok(Some(notification)) => {
                     if let (Some(bus), Ok(seq)) =
                         (bus.upgrade(), notification.payload().parse::<i64>())
@@ -79,6 +92,11 @@ pub(super) async fn listen(pool: PgPool, bus: Weak<Inner>) {
         }
     }
 }
+
+/// How long the LISTEN connection may stay silent before it is probed.
+const QUIET: Duration = Duration::from_secs(30);
+/// How long the probe may take before the connection counts as dead.
+const PROBE_WAIT: Duration = Duration::from_secs(10);
 
 async fn connect(pool: &PgPool) -> Result<PgListener, sea_orm::sqlx::Error> {
     let mut listener = PgListener::connect_with(pool).await?;

@@ -8,8 +8,7 @@ use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::{DocumentOperations, OperationType};
 use async_graphql::{BatchRequest, Request};
 use async_graphql_axum::GraphQLResponse;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
@@ -24,6 +23,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{BAD_REQUEST, UNAUTHENTICATED};
 use super::{AppSchema, build_schema, execute};
+use crate::serve::{BodyError, read_body};
 use crate::startup::AppState;
 
 /// What the `/graphql` handlers share.
@@ -33,6 +33,8 @@ struct Gql {
     db: DatabaseConnection,
     /// SHA-256 of `CALLTRAIL_API_TOKEN`: compared in constant time, length included.
     token: Option<Arc<[u8; 32]>>,
+    /// `CALLTRAIL_CLIENT_TIMEOUT`: how long a request body may take to arrive.
+    body_timeout: Duration,
 }
 
 pub(super) fn digest(token: &[u8]) -> [u8; 32] {
@@ -49,6 +51,7 @@ pub fn routes(app: &AppState) -> Router<AppState> {
             .api_token
             .as_ref()
             .map(|t| Arc::new(digest(t.0.as_bytes()))),
+        body_timeout: app.config.client_timeout,
     };
     let mut router = Router::new()
         .route("/graphql", get(get_graphql).post(post_graphql))
@@ -146,11 +149,28 @@ async fn require_token(State(gql): State<Gql>, request: HttpRequest, next: Next)
     }
 }
 
-/// `POST /graphql`: one request or a batch, as JSON.
-async fn post_graphql(State(gql): State<Gql>, body: Result<Bytes, BytesRejection>) -> Response {
-    let body = match body {
+/// `POST /graphql`: one request or a batch, as JSON (`Content-Type:
+/// application/json`). Any other type is refused: a page of another site can
+/// POST `text/plain` without asking (no CORS preflight), and would run its
+/// mutations on a server that has no token.
+async fn post_graphql(State(gql): State<Gql>, headers: HeaderMap, body: Body) -> Response {
+    if !is_json(&headers) {
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BAD_REQUEST,
+            "a GraphQL POST needs `Content-Type: application/json`",
+        );
+    }
+    let body = match read_body(body, &headers, MAX_BODY, gql.body_timeout).await {
         Ok(body) => body,
-        Err(rejection) => return refuse(rejection.status(), BAD_REQUEST, rejection.body_text()),
+        Err(e) => {
+            let status = match e {
+                BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+                BodyError::Read(_) => StatusCode::BAD_REQUEST,
+            };
+            return refuse(status, BAD_REQUEST, e.to_string());
+        }
     };
     let batch: BatchRequest = match serde_json::from_slice(&body) {
         Ok(batch) => batch,
@@ -181,6 +201,26 @@ async fn post_graphql(State(gql): State<Gql>, body: Result<Bytes, BytesRejection
 
 /// Most operations one batched `POST /graphql` may hold.
 pub const MAX_BATCH: usize = 20;
+
+/// Largest `POST /graphql` body, in bytes (2 MiB).
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// `application/json` or another JSON type (`application/graphql+json`),
+/// parameters (`; charset=utf-8`) allowed.
+fn is_json(headers: &HeaderMap) -> bool {
+    let value = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || essence.starts_with("application/") && essence.ends_with("+json")
+}
 
 /// `GET /graphql`: GraphiQL for browsers, otherwise a query in the URL
 /// (`?query=…&variables=…`). Mutations need POST.

@@ -2,7 +2,7 @@
 //! `Z`; input may carry any offset and is converted to UTC.
 
 use async_graphql::{InputValueError, InputValueResult, Scalar, ScalarType, Value};
-use chrono::{DateTime as ChronoDateTime, SecondsFormat, Utc};
+use chrono::{DateTime as ChronoDateTime, SecondsFormat, SubsecRound, Utc};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct DateTime(pub ChronoDateTime<Utc>);
@@ -21,8 +21,10 @@ impl ScalarType for DateTime {
 
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
+            // Stored times are microseconds (PostgreSQL's precision, and
+            // SQLite's text): a finer bound would split differently on each.
             Value::String(s) => ChronoDateTime::parse_from_rfc3339(s)
-                .map(|t| Self(t.to_utc()))
+                .map(|t| Self(t.to_utc().trunc_subsecs(6)))
                 .map_err(|e| {
                     InputValueError::custom(format!(
                         "{s:?} is not an RFC 3339 date-time like 2026-11-20T10:00:04Z: {e}"

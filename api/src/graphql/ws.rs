@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_graphql::http::{ALL_WEBSOCKET_PROTOCOLS, ClientMessage, WebSocketProtocols};
+use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use async_graphql::{BatchResponse, Data, Executor, PathSegment, Pos, Request, Response};
 use axum::Router;
 use axum::extract::State;
@@ -198,9 +198,14 @@ async fn upgrade(
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     upgrade
-        .protocols(ALL_WEBSOCKET_PROTOCOLS)
+        // The protocol this socket will speak, whatever order the client named them in.
+        .protocols([protocol.sec_websocket_protocol()])
         // Clients send small messages; tungstenite zeroes this much on every read.
         .read_buffer_size(READ_BUFFER)
+        // tungstenite's 64 MiB would be read before `connection_init`
+        // checks the token; a larger message closes the socket.
+        .max_message_size(MAX_MESSAGE)
+        .max_frame_size(MAX_MESSAGE)
         .on_upgrade(move |socket| serve(socket, ws, protocol))
         .into_response()
 }
@@ -247,7 +252,9 @@ async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
                 }
                 None
             }
-            _ = &mut init_deadline, if connection.phase == Phase::Waiting && protocol == WebSocketProtocols::GraphQLWS => {
+            // Both protocols: the legacy one names no deadline, but a socket
+            // that never authenticates must not stay open.
+            _ = &mut init_deadline, if connection.phase == Phase::Waiting => {
                 Some((INIT_TIMEOUT, "Connection initialisation timeout".to_owned()))
             }
         };
@@ -293,8 +300,14 @@ async fn serve(socket: WebSocket, ws: Ws, protocol: WebSocketProtocols) {
     }
 }
 
-/// How long a client may take to send `connection_init` (graphql-transport-ws: 4408).
+/// How long a client may take to send `connection_init` (closed with 4408).
 const INIT_WAIT: Duration = Duration::from_secs(3);
+/// Largest message a client may send, in bytes.
+pub const MAX_MESSAGE: usize = 256 * 1024;
+/// Most operations one socket runs at once; a `subscribe` past it gets an
+/// `error` (each `callEvents` from an old cursor reads the log on the
+/// shared read pool, so one socket could otherwise slow every reader).
+pub const MAX_OPERATIONS: usize = 100;
 /// Bytes read from a socket at a time.
 const READ_BUFFER: usize = 4096;
 /// Messages written per flush at most.
@@ -365,6 +378,13 @@ impl Connection<'_> {
                 }
                 if self.running.contains_key(&id) {
                     return Some((DUPLICATE_ID, format!("Subscriber for {id} already exists")));
+                }
+                if self.running.len() >= MAX_OPERATIONS {
+                    out.push(self.error(
+                        &id,
+                        &format!("at most {MAX_OPERATIONS} operations run at once on one connection; complete one first"),
+                    ));
+                    return None;
                 }
                 self.start(id, payload).await;
             }
@@ -439,6 +459,19 @@ impl Connection<'_> {
                     self.running.remove(id);
                     out.push(self.complete(id));
                 }
+            }
+        }
+    }
+
+    /// An operation refused before it started: `error` (no `complete` follows).
+    fn error(&self, id: &str, message: &str) -> Message {
+        let error = json!({"message": message, "extensions": {"code": "TOO_MANY_OPERATIONS"}});
+        match self.protocol {
+            WebSocketProtocols::GraphQLWS => {
+                text(json!({"type": "error", "id": id, "payload": [error]}))
+            }
+            WebSocketProtocols::SubscriptionsTransportWS => {
+                text(json!({"type": "error", "id": id, "payload": error}))
             }
         }
     }

@@ -63,11 +63,23 @@ impl Ingestor {
         queue: usize,
     ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
         let metrics = Metrics::new().ingest();
-        Self::start_publishing(db, writers, batch, queue, Publisher::none(), metrics).await
+        let lock_wait = std::time::Duration::from_secs(10);
+        Self::start_publishing(
+            db,
+            writers,
+            batch,
+            queue,
+            lock_wait,
+            Publisher::none(),
+            metrics,
+        )
+        .await
     }
 
     /// [`Self::start`], telling `publisher` after each commit that stored
-    /// deliveries, and recording each commit in `metrics`.
+    /// deliveries, and recording each commit in `metrics`; a PostgreSQL
+    /// write waits at most `lock_wait` for a lock (SQLite's connection has
+    /// its busy timeout already).
     ///
     /// A PostgreSQL writer is a task that holds a connection of the write
     /// pool (the pool has one per writer). SQLite's one writer is a thread
@@ -78,6 +90,7 @@ impl Ingestor {
         writers: usize,
         batch: usize,
         queue: usize,
+        lock_wait: std::time::Duration,
         publisher: Publisher,
         metrics: IngestMetrics,
     ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
@@ -92,6 +105,7 @@ impl Ingestor {
                     pool,
                     metrics.conflicts.clone(),
                     writers.max(1),
+                    lock_wait,
                 )));
                 queues.push(tx);
                 tasks.push(tokio::spawn(run_writer(
@@ -275,14 +289,18 @@ async fn next_batch(
     carry: &mut Option<Job>,
     limit: usize,
 ) -> Option<Vec<Job>> {
-    let first = match carry.take() {
-        Some(job) => job,
-        None => rx.recv().await?,
-    };
+    let mut first = carry.take();
+    while first.is_none() {
+        first = Some(rx.recv().await?).filter(awaited);
+    }
+    let first = first.expect("a job");
     let mut bytes = first.delivery.body.len();
     let mut jobs = vec![first];
     while jobs.len() < limit {
         let Ok(job) = rx.try_recv() else { break };
+        if !awaited(&job) {
+            continue;
+        }
         bytes += job.delivery.body.len();
         if bytes > BATCH_BYTES {
             *carry = Some(job);
@@ -291,6 +309,20 @@ async fn next_batch(
         jobs.push(job);
     }
     Some(jobs)
+}
+
+/// Whether someone still waits for the job's answer. A sender that gave up
+/// while its delivery was queued (its connection closed: a client timeout,
+/// the server's drain at shutdown) counts it as failed and sends it again:
+/// committing it now, unanswered, would store it with that resend still to
+/// come, which can then count again (a `call.initiate` resent after its
+/// attempt's outcome opens another attempt). Left out, nothing is stored.
+fn awaited(job: &Job) -> bool {
+    if job.reply.is_closed() {
+        tracing::debug!("a delivery whose sender stopped waiting was dropped before its commit");
+        return false;
+    }
+    true
 }
 
 /// Commit a batch; if it fails, commit its deliveries one at a time so one
@@ -330,20 +362,16 @@ async fn commit_and_answer(
             }
         }
         Err(err) => match store.settle(&inputs).await {
-            // Committed, its answer lost: answered from what it stored; a
-            // duplicate in it stored nothing to answer from, and is sent again.
-            Settled::Committed(ids) => {
+            // Committed, its answer lost: answered from what it stored (a
+            // duplicate in it, from the copy it duplicates).
+            Settled::Committed(receipts) => {
                 tracing::warn!(error = %err, size = jobs.len(), "batch failed after its commit; answering from the rows it stored");
                 committed(jobs.len(), started);
                 publisher.committed(store.head());
-                for (job, id) in jobs.into_iter().zip(ids) {
-                    let _ = job.reply.send(match id {
-                        Some(event_id) => Ok(Receipt {
-                            event_id,
-                            duplicate: false,
-                        }),
-                        None => Err(IngestError::Unavailable(err.to_string())),
-                    });
+                for (job, receipt) in jobs.into_iter().zip(receipts) {
+                    let _ = job
+                        .reply
+                        .send(receipt.ok_or_else(|| IngestError::Unavailable(err.to_string())));
                 }
             }
             Settled::Unknown(again) => {
@@ -367,14 +395,9 @@ async fn commit_and_answer(
                     let input = [(&job.delivery, job.received_at, job.signature_verified)];
                     let result = match store.commit(&input).await {
                         Err(err) => match store.settle(&input).await {
-                            Settled::Committed(ids) => Ok(ids
-                                .into_iter()
-                                .flatten()
-                                .map(|event_id| Receipt {
-                                    event_id,
-                                    duplicate: false,
-                                })
-                                .collect()),
+                            Settled::Committed(receipts) => {
+                                Ok(receipts.into_iter().flatten().collect())
+                            }
                             _ => Err(err),
                         },
                         result => result,

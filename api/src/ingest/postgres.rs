@@ -45,28 +45,37 @@ pub(super) const SERIALIZE: &str = "SELECT 1 FROM event_clock WHERE id = 1 FOR U
 /// batch starts on a fresh connection.
 pub(super) struct Writer {
     pool: PgPool,
-    held: Option<(PoolConnection<Postgres>, Instant)>,
+    held: Option<(PoolConnection<Postgres>, Session, Instant)>,
     conflicts: Counter,
     /// The calls routed to this writer, as its commits left them.
     known: Known,
     /// The last batch failed without the database saying why (the
     /// connection broke, or its answer did not check out): it may have
-    /// committed ([`Writer::settle`]).
-    doubt: bool,
+    /// committed, or may yet commit, in this session ([`Writer::settle`]).
+    doubt: Option<Session>,
     /// The last batch failed because the database could not be reached
     /// or refused connections ([`unavailable`]), not for what it carried.
     down: bool,
+    /// `lock_timeout` and `idle_in_transaction_session_timeout` ([`SESSION`]).
+    lock_wait: String,
 }
 
 impl Writer {
-    /// One of `writers` writers on `pool`.
-    pub(super) fn new(pool: PgPool, conflicts: Counter, writers: usize) -> Self {
+    /// One of `writers` writers on `pool`, waiting at most `lock_wait`
+    /// for a lock ([`SESSION`]).
+    pub(super) fn new(
+        pool: PgPool,
+        conflicts: Counter,
+        writers: usize,
+        lock_wait: std::time::Duration,
+    ) -> Self {
         Self {
+            lock_wait: format!("{}ms", lock_wait.as_millis().max(1)),
             pool,
             held: None,
             conflicts,
             known: Known::new(writers),
-            doubt: false,
+            doubt: None,
             down: false,
         }
     }
@@ -79,13 +88,21 @@ impl Writer {
     /// stored with it opens another attempt), so the writer answers from
     /// the rows the batch wrote, each found by its call, key and arrival
     /// time, which are its own.
+    ///
+    /// A broken connection does not stop its statement: PostgreSQL notices
+    /// only when it answers, so the batch may still be waiting (for a lock,
+    /// a flush) and commit after a look finds nothing. The look therefore
+    /// comes after that session has ended: ended by this writer if need be.
     pub(super) async fn settle(&mut self, batch: &[Input<'_>]) -> store::Settled {
-        if !std::mem::take(&mut self.doubt) {
+        let Some(session) = self.doubt.take() else {
             return store::Settled::NotCommitted;
-        }
+        };
         let stored = async {
             let mut conn = self.pool.acquire().await?;
-            stored_by(&mut conn, batch).await
+            if !end_session(&mut conn, session).await? {
+                return Ok(None);
+            }
+            stored_by(&mut conn, batch).await.map(Some)
         };
         let stored = stored.await;
         if stored.is_ok() {
@@ -94,8 +111,15 @@ impl Writer {
             self.down = false;
         }
         match stored {
-            Ok(ids) if ids.iter().any(Option::is_some) => store::Settled::Committed(ids),
-            Ok(_) => store::Settled::NotCommitted,
+            Ok(Some(receipts)) if receipts.iter().flatten().any(|r| !r.duplicate) => {
+                store::Settled::Committed(receipts)
+            }
+            Ok(Some(_)) => store::Settled::NotCommitted,
+            Ok(None) => store::Settled::Unknown(DbErr::Custom(format!(
+                "the session of a batch whose connection broke (pid {}) did not end within {} s",
+                session.pid,
+                SESSION_END_WAIT.as_secs()
+            ))),
             Err(err) => store::Settled::Unknown(db_err(err)),
         }
     }
@@ -108,29 +132,43 @@ impl Writer {
     }
 
     /// The held connection (pinged when it was idle), or a new one.
-    async fn connection(&mut self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+    async fn connection(&mut self) -> Result<(PoolConnection<Postgres>, Session), sqlx::Error> {
         match self.held.take() {
-            Some((mut conn, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
+            Some((mut conn, session, used)) if used.elapsed() > crate::db::PING_AFTER_IDLE => {
                 match conn.ping().await {
-                    Ok(()) => Ok(conn),
+                    Ok(()) => Ok((conn, session)),
                     Err(_) => {
                         conn.close_on_drop();
                         drop(conn);
-                        self.pool.acquire().await
+                        self.fresh().await
                     }
                 }
             }
-            Some((conn, _)) => Ok(conn),
-            None => self.pool.acquire().await,
+            Some((conn, session, _)) => Ok((conn, session)),
+            None => self.fresh().await,
         }
     }
 
+    /// A connection from the pool, set up for writing ([`SESSION`]).
+    async fn fresh(&self) -> Result<(PoolConnection<Postgres>, Session), sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query(SESSION)
+            .bind(&self.lock_wait)
+            .fetch_one(&mut *conn)
+            .await?;
+        let session = Session {
+            pid: row.try_get("pid")?,
+            started: row.try_get("backend_start")?,
+        };
+        Ok((conn, session))
+    }
+
     pub(super) async fn commit(&mut self, batch: &[Input<'_>]) -> Result<Vec<Receipt>, DbErr> {
-        let mut conn = match self.connection().await {
+        let (mut conn, session) = match self.connection().await {
             Ok(conn) => conn,
             Err(err) => {
                 // Nothing was sent: not in doubt, and the database is unreachable.
-                (self.doubt, self.down) = (false, true);
+                (self.doubt, self.down) = (None, true);
                 return Err(db_err(err));
             }
         };
@@ -163,16 +201,73 @@ impl Writer {
         };
         match &result {
             Ok(_) => {
-                self.held = Some((conn, Instant::now()));
+                self.held = Some((conn, session, Instant::now()));
                 self.down = false;
             }
             Err(err) => {
-                self.doubt = in_doubt(err);
+                self.doubt = in_doubt(err).then_some(session);
                 self.down = unavailable(err);
                 conn.close_on_drop();
             }
         }
         result.map_err(db_err)
+    }
+}
+
+/// A writer's session on the server: its process id and start, which
+/// together name it (a pid alone may be reused).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Session {
+    pid: i32,
+    started: DateTime<Utc>,
+}
+
+/// Run once per new writer connection: its session ([`Session`]) and its
+/// limits, both the writer's lock wait (`Config::write_lock_timeout`, 10
+/// s): how long a write waits for a lock (`lock_timeout`), and how long its
+/// transaction may sit idle (`idle_in_transaction_session_timeout`).
+/// Every write takes the `event_clock` row first: a transaction holding it
+/// for long (`calltrail reprocess`, a replica whose host died between two
+/// statements of a serialized run) would otherwise stall every writer of
+/// every replica, with no answer to the senders. Past it the batch fails as
+/// unavailable (`55P03`): 503, and the sender resends. SQLite's writer waits
+/// as long (its busy timeout).
+const SESSION: &str = "SELECT pid, backend_start, \
+     set_config('lock_timeout', $1, false), \
+     set_config('idle_in_transaction_session_timeout', $1, false) \
+     FROM pg_stat_activity WHERE pid = pg_backend_pid()";
+
+/// How long [`end_session`] waits for a session to end.
+const SESSION_END_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// End `session` (if it is still there) and wait until it has ended:
+/// whatever it was running then has committed or rolled back for good.
+/// False if it has not ended within [`SESSION_END_WAIT`].
+async fn end_session(conn: &mut PgConnection, session: Session) -> Result<bool, sqlx::Error> {
+    const END: &str = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                       WHERE pid = $1 AND backend_start = $2";
+    const GONE: &str = "SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity \
+                        WHERE pid = $1 AND backend_start = $2) AS gone";
+    sqlx::query(END)
+        .bind(session.pid)
+        .bind(session.started)
+        .execute(&mut *conn)
+        .await?;
+    let deadline = Instant::now() + SESSION_END_WAIT;
+    loop {
+        let gone: bool = sqlx::query(GONE)
+            .bind(session.pid)
+            .bind(session.started)
+            .fetch_one(&mut *conn)
+            .await?
+            .try_get("gone")?;
+        if gone {
+            return Ok(true);
+        }
+        if Instant::now() > deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
 
@@ -194,8 +289,9 @@ fn in_doubt(err: &sqlx::Error) -> bool {
 /// Whether a batch failed because the database could not be reached, not
 /// for what it carried: no connection (the pool's wait timed out, the
 /// socket failed), the connection broke (SQLSTATE class 08), the server is
-/// shutting down or starting (57P01–57P03), or it is out of resources
-/// (class 53: too many connections, disk full).
+/// shutting down or starting (57P01–57P03), it is out of resources
+/// (class 53: too many connections, disk full), or a lock was held past
+/// the writer's lock wait (55P03, [`SESSION`]).
 fn unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut
@@ -205,7 +301,8 @@ fn unavailable(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(e) => e.code().is_some_and(|code| {
             code.starts_with("08")
                 || code.starts_with("53")
-                || matches!(&*code, "57P01" | "57P02" | "57P03")
+                // A lock held past the lock wait: every batch would wait as long.
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "55P03")
         }),
         _ => false,
     }
@@ -216,7 +313,7 @@ fn unavailable(err: &sqlx::Error) -> bool {
 async fn stored_by(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
-) -> Result<Vec<Option<i64>>, sqlx::Error> {
+) -> Result<Vec<Option<Receipt>>, sqlx::Error> {
     let (mut calls, mut keys, mut callless) = (Vec::new(), Vec::new(), Vec::new());
     // Each (call, key) once: the join returns a stored row once per pair.
     let mut pairs = std::collections::HashSet::new();
@@ -236,28 +333,52 @@ async fn stored_by(
         .bind(&callless)
         .fetch_all(&mut *conn)
         .await?;
-    let mut found = rows
+    let found = rows
         .iter()
         .map(|r| {
-            Ok(Some((
+            Ok((
                 r.try_get::<i64, _>("id")?,
                 r.try_get::<Option<String>, _>("call_id")?,
                 r.try_get::<String, _>("dedupe_key")?,
                 r.try_get::<DateTime<Utc>, _>("received_at")?,
-            )))
+            ))
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(batch
+    let mut taken = vec![false; found.len()];
+    let mut receipts: Vec<Option<Receipt>> = batch
         .iter()
         .map(|(d, received_at, _)| {
-            let hit = found.iter_mut().find(|row| {
-                row.as_ref().is_some_and(|(_, call, key, at)| {
-                    *call == d.call_id && *key == d.dedupe_key && at == received_at
-                })
+            let i = (0..found.len()).find(|&i| {
+                let (_, call, key, at) = &found[i];
+                !taken[i] && *call == d.call_id && *key == d.dedupe_key && at == received_at
             })?;
-            hit.take().map(|(id, ..)| id)
+            taken[i] = true;
+            Some(Receipt {
+                event_id: found[i].0,
+                duplicate: false,
+            })
         })
-        .collect())
+        .collect();
+    // In a batch that committed, a delivery that stored nothing was a
+    // duplicate (of a copy in the batch, or stored before): answered as one,
+    // with the latest copy of its call and key. Sent again instead, it
+    // could arrive after what followed it and count again.
+    if receipts.iter().flatten().any(|r| !r.duplicate) {
+        for ((d, ..), receipt) in batch.iter().zip(&mut receipts) {
+            if receipt.is_none() {
+                *receipt = found
+                    .iter()
+                    .filter(|(_, call, key, _)| *call == d.call_id && *key == d.dedupe_key)
+                    .map(|(id, ..)| *id)
+                    .max()
+                    .map(|event_id| Receipt {
+                        event_id,
+                        duplicate: true,
+                    });
+            }
+        }
+    }
+    Ok(receipts)
 }
 
 /// Stored copies of a batch's deliveries, by call and key (and without a

@@ -28,6 +28,9 @@ pub struct ReprocessSummary {
     pub now_duplicates: usize,
 }
 
+/// A write that changes nothing: SQLite's write lock, taken first.
+const LOCK_SQLITE: &str = "UPDATE event_clock SET last = last WHERE id = 1";
+
 /// Rebuild one call (`Some(id)`) or everything, in one transaction: readers
 /// see the old projection or the new one, never half of each, and ingestion
 /// waits for it.
@@ -36,13 +39,18 @@ pub async fn reprocess(
     only: Option<&str>,
 ) -> Result<ReprocessSummary, DbErr> {
     let txn = db.begin().await?;
+    // Ingestion waits until the rebuild commits: every write takes the
+    // clock row first, so no writer changes a call between the rebuild's
+    // read of the raw log and its write of the call, nor writes back a call
+    // it loaded before the rebuild.
     if txn.get_database_backend() == DatabaseBackend::Postgres {
-        // Ingestion waits until the rebuild commits: every write takes this
-        // row first, so no writer changes a call between the rebuild's read
-        // of the raw log and its write of the call, nor writes back a call
-        // it loaded before the rebuild (SQLite's writer waits for this
-        // transaction's write lock the same way).
         txn.execute_unprepared(super::postgres::SERIALIZE).await?;
+    } else {
+        // SQLite: take the write lock before reading anything (a deferred
+        // transaction that has read cannot wait for it: a writer's commit
+        // in between fails it at once with "database is locked"). This
+        // statement waits for the writer's batch like any other writer.
+        txn.execute_unprepared(LOCK_SQLITE).await?;
     }
     let before = action_events(&txn, only).await?;
     let version = next_version(&txn, only).await?;

@@ -39,8 +39,9 @@ pub struct Receipt {
 pub(super) enum Settled {
     /// Nothing of it is stored: its deliveries can be committed again.
     NotCommitted,
-    /// It committed: the row each delivery stored (None: a duplicate).
-    Committed(Vec<Option<i64>>),
+    /// It committed: what each delivery stored, or the copy it duplicates
+    /// (None: not found, which a delivery that committed cannot be).
+    Committed(Vec<Option<Receipt>>),
     /// The database could not be asked.
     Unknown(DbErr),
 }

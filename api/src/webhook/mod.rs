@@ -6,7 +6,7 @@ mod signature;
 use std::time::Instant;
 
 use axum::Json;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::domain::{Delivery, EventKind, Format, ParseError, parse};
 use crate::ingest::{IngestError, Receipt};
 use crate::metrics::Refusal;
+use crate::serve::{BodyError, read_body};
 use crate::startup::AppState;
 
 pub use signature::{SignatureError, V2_HEADER, sign, sign_v2, verify, verify_v2};
@@ -28,6 +29,8 @@ pub enum WebhookError {
     TooLarge(usize),
     #[error("could not read the body: {0}")]
     BodyRead(String),
+    #[error("the body was not received within {} seconds", .0.as_secs_f64())]
+    BodyTimeout(std::time::Duration),
     #[error(transparent)]
     Signature(#[from] SignatureError),
     #[error(transparent)]
@@ -43,6 +46,7 @@ impl WebhookError {
             Self::ContentType => Refusal::ContentType,
             Self::TooLarge(_) => Refusal::TooLarge,
             Self::BodyRead(_) | Self::Parse(_) => Refusal::Malformed,
+            Self::BodyTimeout(_) => Refusal::Timeout,
             Self::Signature(_) => Refusal::Signature,
             Self::Ingest(_) => Refusal::Unavailable,
         }
@@ -53,6 +57,7 @@ impl WebhookError {
             Self::ContentType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             Self::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
             Self::BodyRead(_) => (StatusCode::BAD_REQUEST, "unreadable_body"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Signature(e) => (StatusCode::UNAUTHORIZED, e.code()),
             Self::Parse(e) => (StatusCode::BAD_REQUEST, e.code()),
             Self::Ingest(IngestError::Overloaded) => {
@@ -140,7 +145,18 @@ async fn accept(
     event_type: &mut Option<String>,
 ) -> Result<Receipt, WebhookError> {
     check_content_type(headers)?;
-    let body = read_limited(body, headers, app.config.max_body_bytes).await?;
+    let body = read_body(
+        body,
+        headers,
+        app.config.max_body_bytes,
+        app.config.client_timeout,
+    )
+    .await
+    .map_err(|e| match e {
+        BodyError::TooLarge(limit) => WebhookError::TooLarge(limit),
+        BodyError::Timeout(after) => WebhookError::BodyTimeout(after),
+        BodyError::Read(why) => WebhookError::BodyRead(why),
+    })?;
     // Parsed first to know the format, whose scheme checks the signature;
     // a refused signature still answers before a malformed body.
     let parsed = parse(&body);
@@ -195,29 +211,4 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), WebhookError> {
     } else {
         Err(WebhookError::ContentType)
     }
-}
-
-async fn read_limited(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<Bytes, WebhookError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(WebhookError::TooLarge(limit));
-    }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let inner = e.into_inner();
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
-        while let Some(err) = cause {
-            if err.is::<http_body_util::LengthLimitError>() {
-                return WebhookError::TooLarge(limit);
-            }
-            cause = err.source();
-        }
-        WebhookError::BodyRead(inner.to_string())
-    })
 }

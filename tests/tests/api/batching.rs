@@ -8,8 +8,8 @@ use calltrail_tests::{Answer, Backend, TestApp, on_each_backend, sample};
 use entity::{call, webhook_event};
 use futures_util::future::join_all;
 use sea_orm::{
-    ConnectionTrait, DatabaseTransaction, EntityTrait, QueryOrder, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde_json::json;
 
@@ -420,9 +420,10 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
     let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
     let stall = stall_writer(&app).await;
     let mut pending = Vec::new();
-    for (i, line) in lines[..2].iter().enumerate() {
+    // In arrival order: the initiate, the same initiate again (the platform
+    // retrying it), then the no-answer.
+    for (i, line) in [&lines[0], &lines[0], &lines[1]].into_iter().enumerate() {
         pending.push(post_in_background(&app, line.clone()));
-        // In arrival order: the initiate, then the no-answer.
         queued(&app, i + 1).await;
     }
     proxy.arm();
@@ -444,11 +445,116 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
         4,
         "the first, the plug and the batch's two, once: {events:?}"
     );
-    for (answer, event) in answers.iter().zip(&events[2..]) {
+    for answer in &answers {
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    let (initiate, again, no_answer) = (&answers[0], &answers[1], &answers[2]);
+    assert_eq!(initiate.body["duplicate"], false, "{}", initiate.body);
+    assert_eq!(initiate.event_id(), events[2].id.to_string());
+    // The copy in the batch stored nothing: a duplicate of the first, not a
+    // 503 whose resend would come after the no-answer and open an attempt.
+    assert_eq!(again.body["duplicate"], true, "{}", again.body);
+    assert_eq!(again.event_id(), events[2].id.to_string());
+    assert_eq!(no_answer.body["duplicate"], false, "{}", no_answer.body);
+    assert_eq!(no_answer.event_id(), events[3].id.to_string());
+    let call = call::Entity::find_by_id("c_91b0d3c4-retry")
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
+}
+
+/// A sender that stops waiting while its delivery is still queued (its
+/// HTTP timeout, a closed connection) has no answer and will send it again:
+/// the writer leaves it out instead of committing it unanswered, and the
+/// resend is stored as new. Deliveries whose senders wait are unaffected.
+#[tokio::test]
+async fn a_delivery_whose_sender_gave_up_while_it_was_queued_is_not_stored() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.ingest_writers = Some(1)).await;
+        let stall = stall_writer(&app).await;
+        let impatient = reqwest::Client::builder()
+            .timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        let gave_up = impatient
+            .post(format!("{}/webhooks/call-events", app.address))
+            .header("content-type", "application/json")
+            .body(initiate("c_gave-up"))
+            .send()
+            .await;
+        assert!(gave_up.is_err_and(|e| e.is_timeout()), "{backend:?}");
+        let waited = post_in_background(&app, initiate("c_waited"));
+        queued(&app, 2).await;
+        // The server notices the closed connection and drops the request.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stall.release().await;
+        assert_eq!(waited.await.unwrap().status, 200, "{backend:?}");
+        let stored = |call: &'static str| {
+            webhook_event::Entity::find()
+                .filter(webhook_event::Column::CallId.eq(call))
+                .count(&app.db)
+        };
+        assert_eq!(stored("c_waited").await.unwrap(), 1, "{backend:?}");
+        assert_eq!(
+            stored("c_gave-up").await.unwrap(),
+            0,
+            "{backend:?}: left out"
+        );
+        let again = app.post_webhook(initiate("c_gave-up")).await;
+        assert_eq!(again.status, 200, "{backend:?}: {}", again.body);
+        assert_eq!(again.body["duplicate"], false, "{backend:?}");
+    })
+    .await;
+}
+
+/// A batch whose connection breaks while PostgreSQL still runs its
+/// statement (here: slowed by a trigger; in life, waiting for a lock or a
+/// flush) may commit after the writer looked and found nothing. The writer
+/// ends that session first, so what it finds is final: the batch is
+/// committed again one delivery at a time, each once. Before, the look came
+/// first: the batch committed behind it and its deliveries a second time,
+/// the initiate opening a second attempt.
+#[tokio::test]
+async fn a_batch_whose_connection_breaks_while_it_runs_is_applied_once() {
+    let Some((proxy, app)) = behind_proxy().await else {
+        return;
+    };
+    app.db
+        .execute_unprepared(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(1); RETURN NEW; END $$; \
+             CREATE TRIGGER slow BEFORE INSERT ON webhook_event FOR EACH ROW \
+             WHEN (NEW.call_id = 'c_91b0d3c4-retry') EXECUTE FUNCTION slow()",
+        )
+        .await
+        .unwrap();
+    let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
+    let stall = stall_writer(&app).await;
+    let mut pending = Vec::new();
+    for (i, line) in lines[..2].iter().enumerate() {
+        pending.push(post_in_background(&app, line.clone()));
+        queued(&app, i + 1).await;
+    }
+    proxy.sever();
+    stall.release().await;
+    let answers: Vec<Answer> = join_all(pending)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(proxy.lost(), 1, "the batch's connection was severed");
+    for answer in &answers {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.body["duplicate"], false, "{}", answer.body);
-        assert_eq!(answer.event_id(), event.id.to_string());
     }
+    let stored = webhook_event::Entity::find()
+        .filter(webhook_event::Column::CallId.eq("c_91b0d3c4-retry"))
+        .count(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(stored, 2, "each delivery stored once");
     let call = call::Entity::find_by_id("c_91b0d3c4-retry")
         .one(&app.db)
         .await
@@ -486,58 +592,76 @@ async fn a_delivery_whose_raw_event_the_database_skips_changes_no_call() {
     .await;
 }
 
-/// SQLite: while another connection holds the file past the busy timeout, a
-/// failed batch is not retried one delivery at a time (each would wait the
-/// whole timeout again for the same answer, the last of a batch of 128 some
-/// twenty minutes): every delivery of it gets its 503 at once, nothing is
-/// stored, and the writer goes on once the file is free.
+/// While another connection holds the write lock past the writers' lock
+/// wait (SQLite: the file, past its busy timeout; PostgreSQL: the clock row
+/// every write takes first, as `calltrail reprocess` does, past its
+/// `lock_timeout`), a failed batch is not retried one delivery at a time
+/// (each would wait the whole timeout again for the same answer, the last of
+/// a batch of 128 some twenty minutes): every delivery of it gets its 503 at
+/// once, nothing is stored, and the writer goes on once the lock is free.
+/// Before, a PostgreSQL writer waited for good.
 #[tokio::test]
 async fn a_batch_refused_for_a_locked_database_is_answered_503_at_once() {
-    let busy = Duration::from_millis(500);
-    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
-        c.ingest_batch = 256;
-        c.sqlite_busy_timeout = busy;
+    on_each_backend(|backend| async move {
+        let busy = Duration::from_millis(500);
+        let app = TestApp::spawn_with(backend, |c| {
+            c.ingest_batch = 256;
+            c.ingest_writers = Some(1);
+            c.write_lock_timeout = busy;
+        })
+        .await;
+        let holder = match backend {
+            Backend::Sqlite => {
+                let options = TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                };
+                app.db.begin_with_options(options).await.unwrap()
+            }
+            Backend::Postgres => {
+                let txn = app.db.begin().await.unwrap();
+                txn.execute_unprepared("SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE")
+                    .await
+                    .unwrap();
+                txn
+            }
+        };
+        // The first delivery waits alone for the lock; the next five queue
+        // behind it and fail as one batch.
+        let answers =
+            join_all((0..6).map(|i| app.post_webhook(initiate(&format!("c_locked-{i}"))))).await;
+        for answer in &answers {
+            assert_eq!(answer.status, 503, "{backend:?}: {}", answer.body);
+            assert_eq!(answer.body["error"]["code"], "unavailable");
+            assert!(answer.headers.contains_key("retry-after"));
+        }
+        let metrics = app.metrics().await;
+        assert_eq!(
+            sample(&metrics, "calltrail_ingest_batches_retried_total", &[]).unwrap_or(0.0),
+            0.0,
+            "{backend:?}: no batch was retried one delivery at a time: {metrics}"
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                "calltrail_deliveries_total",
+                &[
+                    ("type", "call.initiate"),
+                    ("outcome", "refused"),
+                    ("reason", "unavailable")
+                ]
+            ),
+            Some(6.0),
+            "{backend:?}: {metrics}"
+        );
+        holder.rollback().await.unwrap();
+        assert_eq!(app.count("webhook_event").await, 0, "{backend:?}");
+
+        let again = app.post_webhook(initiate("c_locked-0")).await;
+        assert_eq!(again.status, 200, "{backend:?}: {}", again.body);
+        assert_eq!(again.body["duplicate"], false);
     })
     .await;
-    let options = TransactionOptions {
-        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
-        ..Default::default()
-    };
-    let holder = app.db.begin_with_options(options).await.unwrap();
-    // The first delivery waits alone for the lock; the next five queue
-    // behind it and fail as one batch.
-    let answers =
-        join_all((0..6).map(|i| app.post_webhook(initiate(&format!("c_locked-{i}"))))).await;
-    for answer in &answers {
-        assert_eq!(answer.status, 503, "{}", answer.body);
-        assert_eq!(answer.body["error"]["code"], "unavailable");
-        assert!(answer.headers.contains_key("retry-after"));
-    }
-    let metrics = app.metrics().await;
-    assert_eq!(
-        sample(&metrics, "calltrail_ingest_batches_retried_total", &[]).unwrap_or(0.0),
-        0.0,
-        "no batch was retried one delivery at a time: {metrics}"
-    );
-    assert_eq!(
-        sample(
-            &metrics,
-            "calltrail_deliveries_total",
-            &[
-                ("type", "call.initiate"),
-                ("outcome", "refused"),
-                ("reason", "unavailable")
-            ]
-        ),
-        Some(6.0),
-        "{metrics}"
-    );
-    holder.rollback().await.unwrap();
-    assert_eq!(app.count("webhook_event").await, 0);
-
-    let again = app.post_webhook(initiate("c_locked-0")).await;
-    assert_eq!(again.status, 200, "{}", again.body);
-    assert_eq!(again.body["duplicate"], false);
 }
 
 /// PostgreSQL: a batch whose connection breaks before its write reaches the

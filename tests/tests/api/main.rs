@@ -13,5 +13,6 @@ mod operations;
 mod process;
 mod refusals;
 mod signatures;
+mod slow_clients;
 mod subscriptions;
 mod v2;

@@ -445,6 +445,8 @@ fn each_environment_variable_reaches_its_setting() {
             "--subscription-buffer",
         ),
         ("CALLTRAIL_WS_WRITE_TIMEOUT", "0s", "--ws-write-timeout"),
+        ("CALLTRAIL_CLIENT_TIMEOUT", "0s", "--client-timeout"),
+        ("CALLTRAIL_SHUTDOWN_TIMEOUT", "later", "--shutdown-timeout"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))
             .arg("schema")

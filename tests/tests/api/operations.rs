@@ -230,3 +230,43 @@ async fn reprocess_rebuilds_exactly_what_live_ingestion_built_and_keeps_acknowle
     })
     .await;
 }
+
+/// SQLite: `calltrail reprocess` while the server's writer commits. A
+/// rebuild that read before it wrote failed at once ("database is locked":
+/// a reader cannot become the writer once another commit has moved the
+/// database on); it now takes the write lock first and waits for the batch
+/// being written, like any writer.
+#[tokio::test]
+async fn reprocess_on_sqlite_waits_for_a_write_in_progress() {
+    let app = TestApp::spawn(calltrail_tests::Backend::Sqlite).await;
+    for line in fixture_lines("v1/happy-path.jsonl") {
+        assert_eq!(app.post_webhook(line).await.status, 200);
+    }
+    let options = sea_orm::TransactionOptions {
+        sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+        ..Default::default()
+    };
+    // A write in progress, as the server's writer's would be.
+    let writer = sea_orm::TransactionTrait::begin_with_options(&app.db, options)
+        .await
+        .unwrap();
+    writer
+        .execute_unprepared("UPDATE event_clock SET last = last WHERE id = 1")
+        .await
+        .unwrap();
+    let rebuild = {
+        let url = app.database_url.clone();
+        tokio::spawn(async move {
+            let db = sea_orm::Database::connect(&url).await.unwrap();
+            calltrail::ingest::reprocess(&db, None).await
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    writer.commit().await.unwrap();
+    let summary = rebuild
+        .await
+        .unwrap()
+        .expect("the rebuild waits for the write, then runs");
+    assert_eq!(summary.calls, 1);
+    assert_eq!(app.count("call").await, 1);
+}

@@ -733,6 +733,22 @@ async fn protocol_violations_close_the_socket_with_the_protocol_s_codes() {
             other => panic!("{backend:?}: expected close 4408, got {other:?}"),
         }
         assert!(started.elapsed() >= std::time::Duration::from_secs(3));
+        // The legacy protocol has the same deadline: a socket that never
+        // authenticates does not stay open.
+        let mut legacy = Client::open(&app.address, LEGACY_WS, None).await;
+        match legacy.receive().await {
+            Received::Close(Some(4408), _) => {}
+            other => panic!("{backend:?}: expected close 4408 (graphql-ws), got {other:?}"),
+        }
+        // A message over 256 KiB, even before connection_init, ends the socket.
+        let mut huge = Client::open(&app.address, TRANSPORT_WS, None).await;
+        let padding = "x".repeat(300 * 1024);
+        huge.send(json!({"type": "connection_init", "payload": {"pad": padding}}))
+            .await;
+        match huge.receive().await {
+            Received::Close(_, _) | Received::Ended => {}
+            other => panic!("{backend:?}: expected the socket to end, got {other:?}"),
+        }
         // A ping is answered with a pong; a query over the socket answers once and completes.
         let mut client = Client::connect(&app.address, None).await;
         client.send(json!({"type": "ping"})).await;
@@ -1028,6 +1044,109 @@ async fn a_worker_resuming_after_an_action_reprocess_remade_gets_the_later_ones(
                 "{backend:?}"
             );
         }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn one_socket_runs_at_most_100_operations_at_once() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let mut client = Client::connect(&app.address, None).await;
+        for id in 1..=100 {
+            client
+                .subscribe(&id.to_string(), CALL_EVENTS_LEAN, json!({}))
+                .await;
+        }
+        client.subscribe("101", CALL_EVENTS_LEAN, json!({})).await;
+        match client.receive().await {
+            Received::Json(m) => {
+                assert_eq!(
+                    (m["type"].as_str(), m["id"].as_str()),
+                    (Some("error"), Some("101")),
+                    "{m}"
+                );
+                assert_eq!(
+                    m["payload"][0]["extensions"]["code"], "TOO_MANY_OPERATIONS",
+                    "{m}"
+                );
+            }
+            other => panic!("{backend:?}: expected an error for the 101st, got {other:?}"),
+        }
+        // Once one completes, another may start, and it receives deliveries.
+        client.send(json!({"id": "1", "type": "complete"})).await;
+        client.subscribe("101", CALL_EVENTS_LEAN, json!({})).await;
+        let posted = app
+            .post_webhook(delivery("c_cap", "call.initiate", 1))
+            .await;
+        assert_eq!(posted.status, 200);
+        loop {
+            match client.receive().await {
+                Received::Json(m) if m["type"] == "error" => panic!("{backend:?}: {m}"),
+                Received::Json(m) if m["id"] == "101" && m["type"] == "next" => {
+                    assert_eq!(
+                        m["payload"]["data"]["callEvents"]["event"]["id"],
+                        posted.event_id(),
+                        "{m}"
+                    );
+                    break;
+                }
+                Received::Json(_) => {}
+                other => panic!("{backend:?}: {other:?}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_subprotocol_announced_is_the_one_spoken() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        let address = app.address.trim_start_matches("http://");
+        let mut request = format!("ws://{address}/graphql/ws")
+            .into_client_request()
+            .unwrap();
+        // The legacy protocol first: the client prefers it.
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            HeaderValue::from_static("graphql-ws, graphql-transport-ws"),
+        );
+        let (mut ws, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(
+            response.headers()["sec-websocket-protocol"],
+            LEGACY_WS,
+            "{backend:?}"
+        );
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        ws.send(Message::text(r#"{"type":"connection_init"}"#))
+            .await
+            .unwrap();
+        ws.send(Message::text(
+            r#"{"id":"q","type":"start","payload":{"query":"{ callStats { total } }"}}"#,
+        ))
+        .await
+        .unwrap();
+        let mut types = Vec::new();
+        while types.len() < 3 {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    let m: Value = serde_json::from_str(&text).unwrap();
+                    if m["type"] != "ka" {
+                        types.push(m["type"].as_str().unwrap().to_owned());
+                    }
+                }
+                other => panic!("{backend:?}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            types,
+            ["connection_ack", "data", "complete"],
+            "{backend:?}: graphql-ws messages"
+        );
     })
     .await;
 }

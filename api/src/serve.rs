@@ -1,0 +1,147 @@
+//! The HTTP server: the router on hyper's HTTP/1 connections, with what
+//! `axum::serve` leaves out for a server on an open network: a deadline for
+//! a request's headers and for its body, and a shutdown that waits for
+//! in-flight requests only so long.
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Serve `router` on `listener` until `shutdown` resolves; then stop
+/// accepting, let each connection finish the request it is in, and return
+/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`). A
+/// delivery whose connection is closed then is still committed if it was
+/// queued: its sender gets no answer, resends, and the resend is a duplicate.
+///
+/// Each connection has `header_timeout` to send a request's headers, also
+/// the longest a kept-alive connection sits idle between requests (hyper's
+/// own default, which `axum::serve` drops: without it one trickled header
+/// holds its connection for good, and a stopping server waits for it).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+    drain: Duration,
+) {
+    let (stop, stopping) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    connections.spawn(connection(tcp, router.clone(), header_timeout, stopping.clone()));
+                }
+                Err(e) => accept_failed(e).await,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(drain, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout = ?drain,
+            "closing connections whose requests did not finish in time"
+        );
+        connections.shutdown().await;
+    }
+}
+
+/// One connection: requests until the client closes it, an error, a
+/// deadline, or the server stops (then after the request in progress).
+async fn connection(
+    tcp: TcpStream,
+    router: Router,
+    header_timeout: Duration,
+    mut stopping: watch::Receiver<bool>,
+) {
+    // Answers are small and latency-bound: send them without waiting for
+    // the client's ACK of the previous segment (Nagle).
+    let _ = tcp.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let service = TowerToHyperService::new(router);
+    let conn = builder
+        .serve_connection(TokioIo::new(tcp), service)
+        .with_upgrades();
+    let mut conn = std::pin::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopping.wait_for(|stop| *stop) => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
+}
+
+/// Out of file descriptors and the like: wait a little instead of spinning
+/// (what `axum::serve` does); a connection reset before it was accepted is
+/// nothing to wait for.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "cannot accept a connection");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("body is larger than the limit of {0} bytes")]
+    TooLarge(usize),
+    #[error("the body was not received within {} seconds", .0.as_secs_f64())]
+    Timeout(Duration),
+    #[error("could not read the body: {0}")]
+    Read(String),
+}
+
+/// The whole body, at most `limit` bytes, received within `timeout`
+/// (`CALLTRAIL_BODY_TIMEOUT`: a client trickling its body would otherwise
+/// hold a task and up to `limit` bytes for good). A declared
+/// `Content-Length` over the limit is refused before reading.
+pub async fn read_body(
+    body: Body,
+    headers: &axum::http::HeaderMap,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let read = tokio::time::timeout(timeout, axum::body::to_bytes(body, limit)).await;
+    read.map_err(|_| BodyError::Timeout(timeout))?.map_err(|e| {
+        let inner = e.into_inner();
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(inner.as_ref());
+        while let Some(err) = cause {
+            if err.is::<http_body_util::LengthLimitError>() {
+                return BodyError::TooLarge(limit);
+            }
+            cause = err.source();
+        }
+        BodyError::Read(inner.to_string())
+    })
+}

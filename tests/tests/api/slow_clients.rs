@@ -1,0 +1,230 @@
+//! Clients that send slowly, send the wrong thing, or are still sending when
+//! the server stops: each costs the server a bounded time.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use calltrail_tests::{TestApp, fixture_lines, on_each_backend};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::process::start_server_with;
+
+async fn connect(base: &str) -> TcpStream {
+    TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Everything the server sends until it closes the connection; None if it
+/// is still open after `within`.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String> {
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|()| String::from_utf8_lossy(&seen).into_owned())
+}
+
+/// The headers of a POST whose body will be `length` bytes long.
+fn post_head(path: &str, length: usize) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: calltrail\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.client_timeout = Duration::from_secs(1)).await;
+        let mut slow = connect(&app.address).await;
+        slow.write_all(b"POST /webhooks/call-events HTTP/1.1\r\nHost: calltrail\r\nX-Waiting: ")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let closed = until_closed(&mut slow, Duration::from_secs(15)).await;
+        assert!(closed.is_some(), "{backend:?}: still open after 15 s");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{backend:?}: closed by the header deadline, not at once"
+        );
+        // The server still serves everyone else.
+        assert_eq!(app.get("/healthz").await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_is_answered_408_and_nothing_is_stored() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.client_timeout = Duration::from_secs(1)).await;
+        let body = fixture_lines("v1/happy-path.jsonl").remove(0);
+        for path in ["/webhooks/call-events", "/graphql"] {
+            let mut slow = connect(&app.address).await;
+            slow.write_all(post_head(path, body.len()).as_bytes())
+                .await
+                .unwrap();
+            slow.write_all(&body[..body.len() / 2]).await.unwrap();
+            let answer = until_closed(&mut slow, Duration::from_secs(15))
+                .await
+                .unwrap_or_else(|| panic!("{backend:?} {path}: no answer after 15 s"));
+            assert!(
+                answer.starts_with("HTTP/1.1 408"),
+                "{backend:?} {path}: {answer}"
+            );
+            assert!(answer.contains("within 1 seconds"), "{answer}");
+        }
+        assert_eq!(app.count("webhook_event").await, 0, "{backend:?}");
+        let metrics = app.metrics().await;
+        assert_eq!(
+            calltrail_tests::sample(
+                &metrics,
+                "calltrail_deliveries_total",
+                &[
+                    ("type", "unknown"),
+                    ("outcome", "refused"),
+                    ("reason", "timeout")
+                ]
+            ),
+            Some(1.0),
+            "{backend:?}"
+        );
+        // Sent whole, the same delivery is stored.
+        assert_eq!(app.post_webhook(body).await.status, 200);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_graphql_post_that_is_not_json_is_refused_415_and_runs_nothing() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn(backend).await;
+        app.post_all(&fixture_lines("v1/happy-path.jsonl")).await;
+        let pending = app
+            .graphql("{ actions(first: 1) { nodes { id status } } }", Value::Null)
+            .await;
+        let action = &pending.body["data"]["actions"]["nodes"][0];
+        assert_eq!(action["status"], "PENDING", "{}", pending.body);
+        let mutation = json!({
+            "query": format!("mutation {{ acknowledgeAction(id: \"{}\", status: HANDLED) {{ status }} }}", action["id"].as_str().unwrap())
+        })
+        .to_string();
+        // What a page of another site can send without asking first.
+        for content_type in ["text/plain", "application/x-www-form-urlencoded", ""] {
+            let mut request = app
+                .client
+                .post(format!("{}/graphql", app.address))
+                .header("origin", "https://evil.example")
+                .body(mutation.clone());
+            if !content_type.is_empty() {
+                request = request.header("content-type", content_type);
+            }
+            let answer = calltrail_tests::Answer::from(request.send().await.unwrap()).await;
+            assert_eq!(answer.status, 415, "{backend:?} {content_type:?}: {}", answer.body);
+            assert!(answer.body.get("data").is_none(), "{}", answer.body);
+        }
+        let after = app
+            .graphql("{ actions(first: 1) { nodes { status } } }", Value::Null)
+            .await;
+        assert_eq!(
+            after.body["data"]["actions"]["nodes"][0]["status"],
+            "PENDING",
+            "{backend:?}: no refused mutation ran"
+        );
+        // JSON with parameters is fine.
+        let answer = app
+            .client
+            .post(format!("{}/graphql", app.address))
+            .header("content-type", "application/json; charset=utf-8")
+            .body(mutation)
+            .send()
+            .await
+            .unwrap();
+        let answer = calltrail_tests::Answer::from(answer).await;
+        assert_eq!(
+            answer.body["data"]["acknowledgeAction"]["status"],
+            "HANDLED",
+            "{}",
+            answer.body
+        );
+    })
+    .await;
+}
+
+/// `kill -TERM <pid>`.
+async fn terminate(pid: u32) {
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .expect("kill runs");
+    assert!(status.success());
+}
+
+/// A webhook request whose body is still on its way.
+async fn stalled_delivery(base: &str) -> TcpStream {
+    let mut slow = connect(base).await;
+    slow.write_all(post_head("/webhooks/call-events", 1000).as_bytes())
+        .await
+        .unwrap();
+    slow.write_all(b"{\"event\":").await.unwrap();
+    // Let the request reach its handler.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow
+}
+
+#[tokio::test]
+async fn a_stopping_server_waits_for_a_stalled_request_only_the_shutdown_timeout() {
+    on_each_backend(|backend| async move {
+        let url = calltrail_tests::fresh_database(backend).await;
+        let (mut server, base) =
+            start_server_with(&url, &[("CALLTRAIL_SHUTDOWN_TIMEOUT", "1s")]).await;
+        let _slow = stalled_delivery(&base).await;
+        let started = Instant::now();
+        terminate(server.id().expect("running")).await;
+        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: still running 15 s after SIGTERM"))
+            .unwrap();
+        assert!(status.success(), "{backend:?}: {status:?}");
+        assert!(
+            started.elapsed() >= Duration::from_millis(900),
+            "{backend:?}: it waited for the request first"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_signal_stops_the_server_at_once() {
+    on_each_backend(|backend| async move {
+        let url = calltrail_tests::fresh_database(backend).await;
+        let (mut server, base) =
+            start_server_with(&url, &[("CALLTRAIL_SHUTDOWN_TIMEOUT", "10m")]).await;
+        let _slow = stalled_delivery(&base).await;
+        let pid = server.id().expect("running");
+        terminate(pid).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "{backend:?}: the first signal waits for the request in flight"
+        );
+        terminate(pid).await;
+        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: still running after a second SIGTERM"))
+            .unwrap();
+        assert_eq!(status.code(), Some(130), "{backend:?}");
+    })
+    .await;
+}
