@@ -16,9 +16,11 @@ use tokio::task::JoinSet;
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
 /// accepting, let each connection finish the request it is in, and return
-/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`). A
-/// delivery whose connection is closed then is still committed if it was
-/// queued: its sender gets no answer, resends, and the resend is a duplicate.
+/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`) and once
+/// `committing()` is false: a request waiting for its delivery's commit is
+/// always answered (cut off, its delivery could commit with no one told,
+/// and its resend count again); the connections closed are those of slow
+/// clients and of other requests (queries).
 ///
 /// Each connection has `header_timeout` to send a request's headers, also
 /// the longest a kept-alive connection sits idle between requests (hyper's
@@ -30,7 +32,11 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
     drain: Duration,
+    committing: impl Fn() -> bool,
 ) {
+    // Every route turned into a service once, not again for each request
+    // (what `axum::serve` does too: without it a request costs twice the CPU).
+    let router = router.with_state(());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -53,6 +59,25 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
+        let answered = async {
+            while committing() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let mut answered = std::pin::pin!(answered);
+        loop {
+            tokio::select! {
+                () = &mut answered => break,
+                joined = connections.join_next() => if joined.is_none() { break },
+            }
+        }
+        // The last answers are on their way out.
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    if !connections.is_empty() {
         tracing::warn!(
             connections = connections.len(),
             timeout = ?drain,

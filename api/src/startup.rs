@@ -98,6 +98,7 @@ impl Application {
         let sockets = self.state.sockets.clone();
         let closing = sockets.clone();
         let config = self.state.config.clone();
+        let ingestor = self.state.ingestor.clone();
         crate::serve::serve(
             self.listener,
             self.router,
@@ -105,15 +106,16 @@ impl Application {
                 shutdown_signal().await;
                 tracing::info!("shutting down: finishing in-flight deliveries");
                 tokio::spawn(async {
-                    shutdown_signal().await;
+                    let code = shutdown_signal().await;
                     tracing::warn!("second signal: exiting without finishing in-flight deliveries (none was answered before its commit)");
-                    std::process::exit(130);
+                    std::process::exit(code);
                 });
                 // Upgraded connections are not the server's to drain: close them (1001).
                 tokio::spawn(async move { closing.close_all(SOCKET_GRACE).await });
             },
             config.client_timeout,
             config.shutdown_timeout,
+            move || ingestor.waiting() > 0,
         )
         .await;
         sockets.close_all(SOCKET_GRACE).await;
@@ -182,7 +184,9 @@ async fn ready(State(app): State<AppState>) -> impl IntoResponse {
     }
 }
 
-async fn shutdown_signal() {
+/// Waits for SIGINT (Ctrl-C) or SIGTERM; returns the exit code a process
+/// stopped by it has (128 + its number).
+async fn shutdown_signal() -> i32 {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -197,5 +201,5 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let terminate = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = terminate => {} }
+    tokio::select! { _ = ctrl_c => 130, _ = terminate => 143 }
 }

@@ -19,11 +19,13 @@ pub const CHANNEL: &str = "calltrail_events";
 /// with it: the read pool keeps every connection
 /// `CALLTRAIL_DB_READ_CONNECTIONS` names for GraphQL (a listener holds its
 /// connection for as long as it runs), and a reconnect never waits for one
-/// of them. Two at most: after some errors sqlx returns the old connection
-/// from a task of its own, while the new one connects.
+/// of them. Four at most: after some errors sqlx returns the old connection
+/// from a task of its own (its `UNLISTEN` first), while the new one
+/// connects; a connection that went silent is only given up when TCP gives
+/// up on it (~15 minutes), its `UNLISTEN` waiting that long.
 pub(super) fn own_pool(read: &PgPool) -> PgPool {
     let own = PgPoolOptions::new()
-        .max_connections(2)
+        .max_connections(4)
         .connect_lazy_with((*read.connect_options()).clone());
     let (read, closing) = (read.clone(), own.clone());
     tokio::spawn(async move {

@@ -21,10 +21,8 @@ impl ScalarType for DateTime {
 
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            // Stored times are microseconds (PostgreSQL's precision, and
-            // SQLite's text): a finer bound would split differently on each.
             Value::String(s) => ChronoDateTime::parse_from_rfc3339(s)
-                .map(|t| Self(t.to_utc().trunc_subsecs(6)))
+                .map(|t| Self(up_to_micros(t.to_utc())))
                 .map_err(|e| {
                     InputValueError::custom(format!(
                         "{s:?} is not an RFC 3339 date-time like 2026-11-20T10:00:04Z: {e}"
@@ -36,6 +34,19 @@ impl ScalarType for DateTime {
 
     fn to_value(&self) -> Value {
         Value::String(self.0.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    }
+}
+
+/// Stored times are whole microseconds (PostgreSQL's precision; SQLite
+/// compares them as text, where a finer bound split differently): a time
+/// between two microseconds selects as the next one does, both for `>=`
+/// (`createdAfter`) and for `<` (`createdBefore`).
+fn up_to_micros(t: ChronoDateTime<Utc>) -> ChronoDateTime<Utc> {
+    let cut = t.trunc_subsecs(6);
+    if cut == t {
+        t
+    } else {
+        cut + chrono::TimeDelta::microseconds(1)
     }
 }
 

@@ -11,7 +11,7 @@ mod store;
 mod wal_writes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
@@ -51,6 +51,24 @@ pub struct Ingestor {
     queues: Vec<mpsc::Sender<Job>>,
     /// Unix microseconds of the latest commit that stored a delivery (0: none yet).
     last_stored: Arc<AtomicI64>,
+    /// Senders waiting in [`Ingestor::submit`] for their answer.
+    waiting: Arc<AtomicUsize>,
+}
+
+/// One sender waiting for its answer, counted while it waits.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Ingestor {
@@ -63,7 +81,9 @@ impl Ingestor {
         queue: usize,
     ) -> Result<(Self, Vec<JoinHandle<()>>), DbErr> {
         let metrics = Metrics::new().ingest();
-        let lock_wait = std::time::Duration::from_secs(10);
+        // No limit (PostgreSQL's 0): `import` waits behind a rebuild
+        // instead of failing.
+        let lock_wait = std::time::Duration::ZERO;
         Self::start_publishing(
             db,
             writers,
@@ -130,6 +150,7 @@ impl Ingestor {
             Self {
                 queues,
                 last_stored,
+                waiting: Arc::new(AtomicUsize::new(0)),
             },
             tasks,
         ))
@@ -142,6 +163,7 @@ impl Ingestor {
         signature_verified: bool,
     ) -> Result<Receipt, IngestError> {
         let (queue, job, answer) = self.job(delivery, signature_verified);
+        let _waiting = Waiting::new(&self.waiting);
         queue.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
@@ -195,6 +217,13 @@ impl Ingestor {
             reply,
         };
         (queue, job, answer)
+    }
+
+    /// Webhook requests waiting for their delivery's commit (queued, or in
+    /// a batch being written): a stopping server answers them all before
+    /// it closes their connections.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// Deliveries waiting for a writer, over all writers.
@@ -289,7 +318,7 @@ async fn next_batch(
     carry: &mut Option<Job>,
     limit: usize,
 ) -> Option<Vec<Job>> {
-    let mut first = carry.take();
+    let mut first = carry.take().filter(awaited);
     while first.is_none() {
         first = Some(rx.recv().await?).filter(awaited);
     }
@@ -389,6 +418,9 @@ async fn commit_and_answer(
                 for job in jobs {
                     if let Some(err) = &down {
                         let _ = job.reply.send(Err(IngestError::Unavailable(err.clone())));
+                        continue;
+                    }
+                    if !awaited(&job) {
                         continue;
                     }
                     let started = std::time::Instant::now();

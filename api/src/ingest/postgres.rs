@@ -70,7 +70,8 @@ impl Writer {
         lock_wait: std::time::Duration,
     ) -> Self {
         Self {
-            lock_wait: format!("{}ms", lock_wait.as_millis().max(1)),
+            // 0: no limit.
+            lock_wait: format!("{}ms", lock_wait.as_millis()),
             pool,
             held: None,
             conflicts,
@@ -361,14 +362,17 @@ async fn stored_by(
         .collect();
     // In a batch that committed, a delivery that stored nothing was a
     // duplicate (of a copy in the batch, or stored before): answered as one,
-    // with the latest copy of its call and key. Sent again instead, it
-    // could arrive after what followed it and count again.
+    // with the latest copy of its call and key that arrived before it (a
+    // later one in the batch opened another attempt). Sent again instead,
+    // it could arrive after what followed it and count again.
     if receipts.iter().flatten().any(|r| !r.duplicate) {
-        for ((d, ..), receipt) in batch.iter().zip(&mut receipts) {
+        for ((d, received_at, _), receipt) in batch.iter().zip(&mut receipts) {
             if receipt.is_none() {
                 *receipt = found
                     .iter()
-                    .filter(|(_, call, key, _)| *call == d.call_id && *key == d.dedupe_key)
+                    .filter(|(_, call, key, at)| {
+                        *call == d.call_id && *key == d.dedupe_key && at <= received_at
+                    })
                     .map(|(id, ..)| *id)
                     .max()
                     .map(|event_id| Receipt {

@@ -224,7 +224,82 @@ async fn a_second_signal_stops_the_server_at_once() {
             .await
             .unwrap_or_else(|_| panic!("{backend:?}: still running after a second SIGTERM"))
             .unwrap();
-        assert_eq!(status.code(), Some(130), "{backend:?}");
+        assert_eq!(status.code(), Some(143), "{backend:?}: 128 + SIGTERM");
+    })
+    .await;
+}
+
+/// The shutdown timeout is for slow clients, not for commits: a delivery a
+/// writer is committing when it runs out is still answered (cut off, it
+/// could commit with its sender never told, and its resend count again).
+#[tokio::test]
+async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered() {
+    on_each_backend(|backend| async move {
+        let url = calltrail_tests::fresh_database(backend).await;
+        let (mut server, base) =
+            start_server_with(&url, &[("CALLTRAIL_SHUTDOWN_TIMEOUT", "1s")]).await;
+        let post = |call: &str| {
+            reqwest::Client::new()
+                .post(format!("{base}/webhooks/call-events"))
+                .header("content-type", "application/json")
+                .body(format!(
+                    r#"{{"event":{{"type":"call.initiate","data":{{"call":{{"id":"{call}"}}}}}}}}"#
+                ))
+                .send()
+        };
+        assert_eq!(post("c_warm").await.unwrap().status(), 200);
+        // The test holds the writers' lock: the next commit waits for it.
+        let db = sea_orm::Database::connect(&url).await.unwrap();
+        let holder = match backend {
+            calltrail_tests::Backend::Sqlite => {
+                let options = sea_orm::TransactionOptions {
+                    sqlite_transaction_mode: Some(sea_orm::SqliteTransactionMode::Immediate),
+                    ..Default::default()
+                };
+                sea_orm::TransactionTrait::begin_with_options(&db, options)
+                    .await
+                    .unwrap()
+            }
+            calltrail_tests::Backend::Postgres => {
+                let txn = sea_orm::TransactionTrait::begin(&db).await.unwrap();
+                sea_orm::ConnectionTrait::execute_unprepared(
+                    &txn,
+                    "SELECT 1 FROM event_clock WHERE id = 1 FOR UPDATE",
+                )
+                .await
+                .unwrap();
+                txn
+            }
+        };
+        let waiting = tokio::spawn(post("c_waiting"));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        terminate(server.id().expect("running")).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(
+            server.try_wait().unwrap().is_none(),
+            "{backend:?}: past its shutdown timeout, the server waits for the commit"
+        );
+        holder.commit().await.unwrap();
+        let answer = waiting.await.unwrap().expect("answered, not cut off");
+        assert_eq!(answer.status(), 200, "{backend:?}");
+        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{backend:?}: still running after the commit"))
+            .unwrap();
+        assert!(status.success(), "{backend:?}: {status:?}");
+        let stored: i64 = sea_orm::ConnectionTrait::query_one_raw(
+            &db,
+            sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS n FROM webhook_event WHERE call_id = 'c_waiting'",
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+        assert_eq!(stored, 1, "{backend:?}");
     })
     .await;
 }
