@@ -4,6 +4,7 @@
 //! in-flight requests only so long.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +12,7 @@ use axum::body::{Body, Bytes};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
@@ -26,14 +27,22 @@ use tokio::task::JoinSet;
 /// the longest a kept-alive connection sits idle between requests (hyper's
 /// own default, which `axum::serve` drops: without it one trickled header
 /// holds its connection for good, and a stopping server waits for it).
+///
+/// At most `max_connections` connections are served at once; the next
+/// waits, unaccepted, in the listener's backlog until one closes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()>,
-    header_timeout: Duration,
-    drain: Duration,
+    limits: Limits,
     committing: impl Fn() -> bool,
 ) {
+    let Limits {
+        header_timeout,
+        drain,
+        max_connections,
+    } = limits;
+    let room = Arc::new(Semaphore::new(max_connections));
     // Every route turned into a service once, not again for each request
     // (what `axum::serve` does too: without it a request costs twice the CPU).
     let router = router.with_state(());
@@ -43,9 +52,13 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => {
-                    connections.spawn(connection(tcp, router.clone(), header_timeout, stopping.clone()));
+            accepted = accept(&listener, &room) => match accepted {
+                Ok((tcp, permit)) => {
+                    let served = connection(tcp, router.clone(), header_timeout, stopping.clone());
+                    connections.spawn(async move {
+                        served.await;
+                        drop(permit);
+                    });
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -85,6 +98,28 @@ pub async fn serve(
         );
         connections.shutdown().await;
     }
+}
+
+/// What [`serve`] allows its clients.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `CALLTRAIL_CLIENT_TIMEOUT`: to send a request's headers, or to keep
+    /// an idle connection.
+    pub header_timeout: Duration,
+    /// `CALLTRAIL_SHUTDOWN_TIMEOUT`.
+    pub drain: Duration,
+    /// `CALLTRAIL_MAX_CONNECTIONS`.
+    pub max_connections: usize,
+}
+
+/// The next connection, once there is room for it.
+async fn accept(
+    listener: &TcpListener,
+    room: &Arc<Semaphore>,
+) -> std::io::Result<(TcpStream, OwnedSemaphorePermit)> {
+    let permit = room.clone().acquire_owned().await.expect("never closed");
+    let (tcp, _) = listener.accept().await?;
+    Ok((tcp, permit))
 }
 
 /// One connection: requests until the client closes it, an error, a

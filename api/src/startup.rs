@@ -113,8 +113,11 @@ impl Application {
                 // Upgraded connections are not the server's to drain: close them (1001).
                 tokio::spawn(async move { closing.close_all(SOCKET_GRACE).await });
             },
-            config.client_timeout,
-            config.shutdown_timeout,
+            crate::serve::Limits {
+                header_timeout: config.client_timeout,
+                drain: config.shutdown_timeout,
+                max_connections: config.max_connections,
+            },
             move || ingestor.waiting() > 0,
         )
         .await;

@@ -446,6 +446,7 @@ fn each_environment_variable_reaches_its_setting() {
         ),
         ("CALLTRAIL_WS_WRITE_TIMEOUT", "0s", "--ws-write-timeout"),
         ("CALLTRAIL_CLIENT_TIMEOUT", "0s", "--client-timeout"),
+        ("CALLTRAIL_MAX_CONNECTIONS", "0", "--max-connections"),
         ("CALLTRAIL_SHUTDOWN_TIMEOUT", "later", "--shutdown-timeout"),
     ] {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_calltrail-under-test"))

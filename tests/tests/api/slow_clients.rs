@@ -303,3 +303,41 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
     })
     .await;
 }
+
+/// Past `CALLTRAIL_MAX_CONNECTIONS` a new connection waits, unaccepted,
+/// until one closes: many idle or stalled clients cannot take every file
+/// descriptor the server needs for its database.
+#[tokio::test]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.max_connections = 2).await;
+        let mut idle = vec![connect(&app.address).await, connect(&app.address).await];
+        // Both are being served: each answers a request.
+        for conn in &mut idle {
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: calltrail\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 256];
+            let n = conn.read(&mut buf).await.unwrap();
+            assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{backend:?}");
+        }
+        let third = reqwest::Client::new()
+            .get(format!("{}/healthz", app.address))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await;
+        assert!(
+            third.is_err_and(|e| e.is_timeout()),
+            "{backend:?}: a third connection is not served"
+        );
+        drop(idle.pop());
+        let third = reqwest::Client::new()
+            .get(format!("{}/healthz", app.address))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .expect("served once one closed");
+        assert_eq!(third.status(), 200, "{backend:?}");
+    })
+    .await;
+}
