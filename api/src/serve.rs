@@ -17,7 +17,8 @@ use tokio::task::JoinSet;
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
 /// accepting, let each connection finish the request it is in, and return
-/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`) and once
+/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`), then
+/// `refuse_new()` (deliveries arriving from then on are refused) and once
 /// `committing()` is false: a request waiting for its delivery's commit is
 /// always answered (cut off, its delivery could commit with no one told,
 /// and its resend count again); the connections closed are those of slow
@@ -35,6 +36,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
+    refuse_new: impl FnOnce(),
     committing: impl Fn() -> bool,
 ) {
     let Limits {
@@ -42,7 +44,7 @@ pub async fn serve(
         drain,
         max_connections,
     } = limits;
-    let room = Arc::new(Semaphore::new(max_connections));
+    let room = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     // Every route turned into a service once, not again for each request
     // (what `axum::serve` does too: without it a request costs twice the CPU).
     let router = router.with_state(());
@@ -72,6 +74,7 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
+        refuse_new();
         let answered = async {
             while committing() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -176,7 +179,7 @@ pub enum BodyError {
 }
 
 /// The whole body, at most `limit` bytes, received within `timeout`
-/// (`CALLTRAIL_BODY_TIMEOUT`: a client trickling its body would otherwise
+/// (`CALLTRAIL_CLIENT_TIMEOUT`: a client trickling its body would otherwise
 /// hold a task and up to `limit` bytes for good). A declared
 /// `Content-Length` over the limit is refused before reading.
 pub async fn read_body(

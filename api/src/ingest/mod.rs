@@ -11,7 +11,7 @@ mod store;
 mod wal_writes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DatabaseBackend, DatabaseConnection, DbErr};
@@ -53,6 +53,10 @@ pub struct Ingestor {
     last_stored: Arc<AtomicI64>,
     /// Senders waiting in [`Ingestor::submit`] for their answer.
     waiting: Arc<AtomicUsize>,
+    /// Set by a stopping server once it stops waiting for requests: a
+    /// delivery arriving later is refused (503) rather than taken by a
+    /// writer after its connection may already be closed.
+    refusing: Arc<AtomicBool>,
 }
 
 /// One sender waiting for its answer, counted while it waits.
@@ -151,6 +155,7 @@ impl Ingestor {
                 queues,
                 last_stored,
                 waiting: Arc::new(AtomicUsize::new(0)),
+                refusing: Arc::new(AtomicBool::new(false)),
             },
             tasks,
         ))
@@ -164,6 +169,11 @@ impl Ingestor {
     ) -> Result<Receipt, IngestError> {
         let (queue, job, answer) = self.job(delivery, signature_verified);
         let _waiting = Waiting::new(&self.waiting);
+        // Counted first, then checked: a stopping server either sees this
+        // sender waiting, or this sender sees it refusing.
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err(IngestError::ShuttingDown);
+        }
         queue.try_send(job).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => IngestError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => IngestError::ShuttingDown,
@@ -217,6 +227,11 @@ impl Ingestor {
             reply,
         };
         (queue, job, answer)
+    }
+
+    /// Refuse every delivery submitted from now on (`503 shutting_down`).
+    pub fn refuse_new(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
     }
 
     /// Webhook requests waiting for their delivery's commit (queued, or in

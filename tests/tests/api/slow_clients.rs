@@ -272,6 +272,13 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
             }
         };
         let waiting = tokio::spawn(post("c_waiting"));
+        // And a delivery whose body is still on its way.
+        let late = br#"{"event":{"type":"call.initiate","data":{"call":{"id":"c_late"}}}}"#;
+        let mut slow = connect(&base).await;
+        slow.write_all(post_head("/webhooks/call-events", late.len()).as_bytes())
+            .await
+            .unwrap();
+        slow.write_all(&late[..10]).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         terminate(server.id().expect("running")).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -279,6 +286,18 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
             server.try_wait().unwrap().is_none(),
             "{backend:?}: past its shutdown timeout, the server waits for the commit"
         );
+        // Past the shutdown timeout, a delivery that arrives whole is
+        // refused: a writer taking it now could commit it after its
+        // connection is closed.
+        slow.write_all(&late[10..]).await.unwrap();
+        let refused = until_closed(&mut slow, Duration::from_secs(10))
+            .await
+            .expect("answered");
+        assert!(
+            refused.starts_with("HTTP/1.1 503"),
+            "{backend:?}: {refused}"
+        );
+        assert!(refused.contains("shutting_down"), "{refused}");
         holder.commit().await.unwrap();
         let answer = waiting.await.unwrap().expect("answered, not cut off");
         assert_eq!(answer.status(), 200, "{backend:?}");
@@ -300,6 +319,19 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
         .try_get("", "n")
         .unwrap();
         assert_eq!(stored, 1, "{backend:?}");
+        let late: i64 = sea_orm::ConnectionTrait::query_one_raw(
+            &db,
+            sea_orm::Statement::from_string(
+                db.get_database_backend(),
+                "SELECT count(*) AS n FROM webhook_event WHERE call_id = 'c_late'",
+            ),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+        assert_eq!(late, 0, "{backend:?}: the refused delivery stored nothing");
     })
     .await;
 }
