@@ -408,6 +408,42 @@ fn through(url: &str, proxy: &str) -> (String, String) {
     )
 }
 
+/// `bodies` queued in this order behind a stalled writer (one batch),
+/// `fault` set on the proxy, the writer released: the answers, in order,
+/// once the proxy has seen its fault happen once.
+async fn one_batch_with_fault(
+    app: &TestApp,
+    proxy: &calltrail_tests::pg_proxy::PgProxy,
+    bodies: &[&Vec<u8>],
+    fault: fn(&calltrail_tests::pg_proxy::PgProxy),
+) -> Vec<Answer> {
+    let stall = stall_writer(app).await;
+    let mut pending = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        pending.push(post_in_background(app, (*body).clone()));
+        queued(app, i + 1).await;
+    }
+    fault(proxy);
+    stall.release().await;
+    let answers = join_all(pending)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(proxy.lost(), 1, "the fault happened once");
+    answers
+}
+
+/// The retry fixture's call, after its first two deliveries: one attempt, no answer.
+async fn assert_one_attempt_no_answer(app: &TestApp) {
+    let call = call::Entity::find_by_id("c_91b0d3c4-retry")
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
+}
+
 /// A batch that committed but whose answer was lost (the connection broke
 /// after the commit) is not run again: the writer looks up what this very
 /// batch stored and answers from it. Run again, the call's `call.initiate`
@@ -418,22 +454,10 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
         return;
     };
     let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
-    let stall = stall_writer(&app).await;
-    let mut pending = Vec::new();
     // In arrival order: the initiate, the same initiate again (the platform
-    // retrying it), then the no-answer.
-    for (i, line) in [&lines[0], &lines[0], &lines[1]].into_iter().enumerate() {
-        pending.push(post_in_background(&app, line.clone()));
-        queued(&app, i + 1).await;
-    }
-    proxy.arm();
-    stall.release().await;
-    let answers: Vec<Answer> = join_all(pending)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(proxy.lost(), 1, "the batch's answer was lost");
+    // retrying it), then the no-answer; the batch's answer is lost.
+    let bodies = [&lines[0], &lines[0], &lines[1]];
+    let answers = one_batch_with_fault(&app, &proxy, &bodies, |p| p.arm()).await;
 
     let events = webhook_event::Entity::find()
         .order_by_asc(webhook_event::Column::Id)
@@ -457,12 +481,7 @@ async fn a_batch_whose_answer_is_lost_after_its_commit_is_answered_from_what_it_
     assert_eq!(again.event_id(), events[2].id.to_string());
     assert_eq!(no_answer.body["duplicate"], false, "{}", no_answer.body);
     assert_eq!(no_answer.event_id(), events[3].id.to_string());
-    let call = call::Entity::find_by_id("c_91b0d3c4-retry")
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
+    assert_one_attempt_no_answer(&app).await;
 }
 
 /// A sender that stops waiting while its delivery is still queued (its
@@ -531,20 +550,8 @@ async fn a_batch_whose_connection_breaks_while_it_runs_is_applied_once() {
         .await
         .unwrap();
     let lines = calltrail_tests::fixture_lines("v1/retry-no-answer-busy.jsonl");
-    let stall = stall_writer(&app).await;
-    let mut pending = Vec::new();
-    for (i, line) in lines[..2].iter().enumerate() {
-        pending.push(post_in_background(&app, line.clone()));
-        queued(&app, i + 1).await;
-    }
-    proxy.sever();
-    stall.release().await;
-    let answers: Vec<Answer> = join_all(pending)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(proxy.lost(), 1, "the batch's connection was severed");
+    // The batch's connection is severed once its write is sent.
+    let answers = one_batch_with_fault(&app, &proxy, &[&lines[0], &lines[1]], |p| p.sever()).await;
     for answer in &answers {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.body["duplicate"], false, "{}", answer.body);
@@ -555,12 +562,7 @@ async fn a_batch_whose_connection_breaks_while_it_runs_is_applied_once() {
         .await
         .unwrap();
     assert_eq!(stored, 2, "each delivery stored once");
-    let call = call::Entity::find_by_id("c_91b0d3c4-retry")
-        .one(&app.db)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!((call.attempt_count, call.status.as_str()), (1, "NO_ANSWER"));
+    assert_one_attempt_no_answer(&app).await;
 }
 
 /// The same when the row skipped is the delivery's raw event itself: its
@@ -674,20 +676,10 @@ async fn a_batch_whose_connection_breaks_before_its_write_is_committed_again() {
     let Some((proxy, app)) = behind_proxy().await else {
         return;
     };
-    let stall = stall_writer(&app).await;
-    let mut pending = Vec::new();
-    for i in 0..3 {
-        pending.push(post_in_background(&app, initiate(&format!("c_cut-{i}"))));
-    }
-    queued(&app, 3).await;
-    proxy.cut();
-    stall.release().await;
-    let answers: Vec<Answer> = join_all(pending)
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
-    assert_eq!(proxy.lost(), 1, "the batch's write was cut");
+    let bodies: Vec<Vec<u8>> = (0..3).map(|i| initiate(&format!("c_cut-{i}"))).collect();
+    let bodies: Vec<&Vec<u8>> = bodies.iter().collect();
+    // The batch's write never reaches the server.
+    let answers = one_batch_with_fault(&app, &proxy, &bodies, |p| p.cut()).await;
     for answer in &answers {
         assert_eq!(answer.status, 200, "{}", answer.body);
         assert_eq!(answer.body["duplicate"], false);

@@ -306,31 +306,14 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
             .unwrap_or_else(|_| panic!("{backend:?}: still running after the commit"))
             .unwrap();
         assert!(status.success(), "{backend:?}: {status:?}");
-        let stored: i64 = sea_orm::ConnectionTrait::query_one_raw(
-            &db,
-            sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                "SELECT count(*) AS n FROM webhook_event WHERE call_id = 'c_waiting'",
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
-        assert_eq!(stored, 1, "{backend:?}");
-        let late: i64 = sea_orm::ConnectionTrait::query_one_raw(
-            &db,
-            sea_orm::Statement::from_string(
-                db.get_database_backend(),
-                "SELECT count(*) AS n FROM webhook_event WHERE call_id = 'c_late'",
-            ),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
+        let stored = |call: &'static str| {
+            use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+            entity::webhook_event::Entity::find()
+                .filter(entity::webhook_event::Column::CallId.eq(call))
+                .count(&db)
+        };
+        assert_eq!(stored("c_waiting").await.unwrap(), 1, "{backend:?}");
+        let late = stored("c_late").await.unwrap();
         assert_eq!(late, 0, "{backend:?}: the refused delivery stored nothing");
     })
     .await;
