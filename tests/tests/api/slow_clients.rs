@@ -171,6 +171,17 @@ async fn terminate(pid: u32) {
     assert!(status.success());
 }
 
+/// How the server process ended, which it must within 15 s (else `why` fails the test).
+async fn exit_within_15_s(
+    server: &mut tokio::process::Child,
+    why: &str,
+) -> std::process::ExitStatus {
+    tokio::time::timeout(Duration::from_secs(15), server.wait())
+        .await
+        .unwrap_or_else(|_| panic!("{why}"))
+        .unwrap()
+}
+
 /// A webhook request whose body is still on its way.
 async fn stalled_delivery(base: &str) -> TcpStream {
     let mut slow = connect(base).await;
@@ -192,10 +203,11 @@ async fn a_stopping_server_waits_for_a_stalled_request_only_the_shutdown_timeout
         let _slow = stalled_delivery(&base).await;
         let started = Instant::now();
         terminate(server.id().expect("running")).await;
-        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{backend:?}: still running 15 s after SIGTERM"))
-            .unwrap();
+        let status = exit_within_15_s(
+            &mut server,
+            &format!("{backend:?}: still running 15 s after SIGTERM"),
+        )
+        .await;
         assert!(status.success(), "{backend:?}: {status:?}");
         assert!(
             started.elapsed() >= Duration::from_millis(900),
@@ -220,10 +232,11 @@ async fn a_second_signal_stops_the_server_at_once() {
             "{backend:?}: the first signal waits for the request in flight"
         );
         terminate(pid).await;
-        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{backend:?}: still running after a second SIGTERM"))
-            .unwrap();
+        let status = exit_within_15_s(
+            &mut server,
+            &format!("{backend:?}: still running after a second SIGTERM"),
+        )
+        .await;
         assert_eq!(status.code(), Some(143), "{backend:?}: 128 + SIGTERM");
     })
     .await;
@@ -301,10 +314,11 @@ async fn a_delivery_still_committing_when_the_shutdown_timeout_ends_is_answered(
         holder.commit().await.unwrap();
         let answer = waiting.await.unwrap().expect("answered, not cut off");
         assert_eq!(answer.status(), 200, "{backend:?}");
-        let status = tokio::time::timeout(Duration::from_secs(15), server.wait())
-            .await
-            .unwrap_or_else(|_| panic!("{backend:?}: still running after the commit"))
-            .unwrap();
+        let status = exit_within_15_s(
+            &mut server,
+            &format!("{backend:?}: still running after the commit"),
+        )
+        .await;
         assert!(status.success(), "{backend:?}: {status:?}");
         let stored = |call: &'static str| {
             use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
