@@ -220,9 +220,9 @@ pub struct Config {
     #[arg(long, env = "CALLTRAIL_CLIENT_TIMEOUT", default_value = "30s", value_parser = positive_duration, global = true)]
     pub client_timeout: Duration,
 
-    /// Most HTTP connections served at once; more wait, unaccepted, until
-    /// one closes (WebSockets, once upgraded, are not counted). Keeps file
-    /// descriptors for the database when many clients connect, or stall.
+    /// Most connections served at once, open WebSockets included; more
+    /// wait, unaccepted, until one closes. Keeps file descriptors for the
+    /// database when many clients connect, or stall.
     #[arg(long, env = "CALLTRAIL_MAX_CONNECTIONS", default_value_t = 4096, value_parser = at_least_one, global = true)]
     pub max_connections: usize,
 

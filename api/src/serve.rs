@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::http::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+use tower::ServiceExt;
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
 /// accepting, let each connection finish the request it is in, and return
@@ -29,8 +31,9 @@ use tokio::task::JoinSet;
 /// own default, which `axum::serve` drops: without it one trickled header
 /// holds its connection for good, and a stopping server waits for it).
 ///
-/// At most `max_connections` connections are served at once; the next
-/// waits, unaccepted, in the listener's backlog until one closes.
+/// At most `max_connections` connections are served at once, WebSockets
+/// included; the next waits, unaccepted, in the listener's backlog until
+/// one closes.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -56,11 +59,8 @@ pub async fn serve(
             () = &mut shutdown => break,
             accepted = accept(&listener, &room) => match accepted {
                 Ok((tcp, permit)) => {
-                    let served = connection(tcp, router.clone(), header_timeout, stopping.clone());
-                    connections.spawn(async move {
-                        served.await;
-                        drop(permit);
-                    });
+                    let seat = Seat(Arc::new(permit));
+                    connections.spawn(connection(tcp, router.clone(), seat, header_timeout, stopping.clone()));
                 }
                 Err(e) => accept_failed(e).await,
             },
@@ -115,6 +115,11 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// A connection's place among `CALLTRAIL_MAX_CONNECTIONS`, freed when the
+/// last holder drops it: the connection, or the WebSocket upgraded from it.
+#[derive(Clone, Debug)]
+pub struct Seat(#[allow(dead_code)] Arc<OwnedSemaphorePermit>);
+
 /// The next connection, once there is room for it.
 async fn accept(
     listener: &TcpListener,
@@ -130,6 +135,7 @@ async fn accept(
 async fn connection(
     tcp: TcpStream,
     router: Router,
+    seat: Seat,
     header_timeout: Duration,
     mut stopping: watch::Receiver<bool>,
 ) {
@@ -140,7 +146,12 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let service = TowerToHyperService::new(router);
+    // Each request carries the connection's seat: a WebSocket upgraded
+    // from it keeps the seat for as long as it is open.
+    let service = TowerToHyperService::new(router.map_request(move |mut request: Request<_>| {
+        request.extensions_mut().insert(seat.clone());
+        request
+    }));
     let conn = builder
         .serve_connection(TokioIo::new(tcp), service)
         .with_upgrades();

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_graphql::http::{ClientMessage, WebSocketProtocols};
 use async_graphql::{BatchResponse, Data, Executor, PathSegment, Pos, Request, Response};
+use axum::Extension;
 use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -30,6 +31,7 @@ use super::fanout::{self, Shares};
 use super::subscription::{Probe, feed_error};
 use super::{AppSchema, batch, execute, loaders};
 use crate::bus::Bus;
+use crate::serve::Seat;
 use crate::startup::AppState;
 
 // Close codes of `graphql-transport-ws`.
@@ -170,6 +172,7 @@ pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -
 
 async fn upgrade(
     State(ws): State<Ws>,
+    seat: Option<Extension<Seat>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> HttpResponse {
@@ -206,7 +209,11 @@ async fn upgrade(
         // checks the token; a larger message closes the socket.
         .max_message_size(MAX_MESSAGE)
         .max_frame_size(MAX_MESSAGE)
-        .on_upgrade(move |socket| serve(socket, ws, protocol))
+        // The socket keeps its connection's seat (`CALLTRAIL_MAX_CONNECTIONS`).
+        .on_upgrade(move |socket| async move {
+            serve(socket, ws, protocol).await;
+            drop(seat);
+        })
         .into_response()
 }
 

@@ -370,3 +370,45 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     })
     .await;
 }
+
+/// A WebSocket keeps the place of the connection it was upgraded from: open
+/// sockets count against `CALLTRAIL_MAX_CONNECTIONS` too.
+#[tokio::test]
+async fn websockets_count_against_the_connection_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| c.max_connections = 2).await;
+        let address = app.address.trim_start_matches("http://");
+        let mut sockets = Vec::new();
+        for _ in 0..2 {
+            let mut request = format!("ws://{address}/graphql/ws")
+                .into_client_request()
+                .unwrap();
+            request.headers_mut().insert(
+                "sec-websocket-protocol",
+                "graphql-transport-ws".parse().unwrap(),
+            );
+            let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+            ws.send(Message::text(r#"{"type":"connection_init"}"#))
+                .await
+                .unwrap();
+            sockets.push(ws);
+        }
+        let get = |wait: u64| {
+            reqwest::Client::new()
+                .get(format!("{}/healthz", app.address))
+                .timeout(Duration::from_secs(wait))
+                .send()
+        };
+        assert!(
+            get(1).await.is_err_and(|e| e.is_timeout()),
+            "{backend:?}: two open sockets fill a limit of two"
+        );
+        sockets.pop().unwrap().close(None).await.unwrap();
+        let served = get(10).await.expect("served once a socket closed");
+        assert_eq!(served.status(), 200, "{backend:?}");
+    })
+    .await;
+}
