@@ -115,6 +115,10 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
+/// The route of the WebSockets (`graphql/ws.rs`), whose upgrades take
+/// their connection's [`Seat`] along.
+pub const WEBSOCKET_PATH: &str = "/graphql/ws";
+
 /// A connection's place among `CALLTRAIL_MAX_CONNECTIONS`, freed when the
 /// last holder drops it: the connection, or the WebSocket upgraded from it.
 #[derive(Clone, Debug)]
@@ -146,10 +150,13 @@ async fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    // Each request carries the connection's seat: a WebSocket upgraded
-    // from it keeps the seat for as long as it is open.
+    // A WebSocket upgrade carries the connection's seat, which the socket
+    // keeps for as long as it is open (other requests need none: the
+    // connection holds it).
     let service = TowerToHyperService::new(router.map_request(move |mut request: Request<_>| {
-        request.extensions_mut().insert(seat.clone());
+        if request.uri().path() == WEBSOCKET_PATH {
+            request.extensions_mut().insert(seat.clone());
+        }
         request
     }));
     let conn = builder

@@ -166,7 +166,7 @@ pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -
         write_timeout: app.config.ws_write_timeout,
     };
     Router::new()
-        .route("/graphql/ws", get(upgrade))
+        .route(crate::serve::WEBSOCKET_PATH, get(upgrade))
         .with_state(ws)
 }
 
