@@ -15,13 +15,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
+
+use crate::ingest::Ingestor;
 use tower::ServiceExt;
 
 /// Serve `router` on `listener` until `shutdown` resolves; then stop
 /// accepting, let each connection finish the request it is in, and return
-/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`), then
-/// `refuse_new()` (deliveries arriving from then on are refused) and once
-/// `committing()` is false: a request waiting for its delivery's commit is
+/// once all have, or after `drain` (`CALLTRAIL_SHUTDOWN_TIMEOUT`); then
+/// `ingestor` refuses new deliveries, and the server returns once no
+/// request waits for its delivery's commit any more: such a request is
 /// always answered (cut off, its delivery could commit with no one told,
 /// and its resend count again); the connections closed are those of slow
 /// clients and of other requests (queries).
@@ -39,8 +41,7 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()>,
     limits: Limits,
-    refuse_new: impl FnOnce(),
-    committing: impl Fn() -> bool,
+    ingestor: &Ingestor,
 ) {
     let Limits {
         header_timeout,
@@ -49,7 +50,7 @@ pub async fn serve(
     } = limits;
     let room = Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS)));
     // Every route turned into a service once, not again for each request
-    // (what `axum::serve` does too: without it a request costs twice the CPU).
+    // (what `axum::serve` does too).
     let router = router.with_state(());
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -74,9 +75,9 @@ pub async fn serve(
     })
     .await;
     if drained.is_err() {
-        refuse_new();
+        ingestor.refuse_new();
         let answered = async {
-            while committing() {
+            while ingestor.waiting() > 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         };
@@ -183,6 +184,17 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "cannot accept a connection");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+/// The media type of a request's `Content-Type`, parameters (`;
+/// charset=utf-8`) and surrounding spaces left out ("" when there is none).
+pub fn content_type(headers: &axum::http::HeaderMap) -> &str {
+    headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or("")
+        .trim()
 }
 
 /// Why a request body could not be read.

@@ -98,7 +98,6 @@ impl Application {
         let sockets = self.state.sockets.clone();
         let closing = sockets.clone();
         let config = self.state.config.clone();
-        let (ingestor, refusing) = (self.state.ingestor.clone(), self.state.ingestor.clone());
         crate::serve::serve(
             self.listener,
             self.router,
@@ -118,8 +117,7 @@ impl Application {
                 drain: config.shutdown_timeout,
                 max_connections: config.max_connections,
             },
-            move || refusing.refuse_new(),
-            move || ingestor.waiting() > 0,
+            &self.state.ingestor,
         )
         .await;
         sockets.close_all(SOCKET_GRACE).await;

@@ -23,7 +23,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use super::error::{BAD_REQUEST, UNAUTHENTICATED};
 use super::{AppSchema, build_schema, execute};
-use crate::serve::{BodyError, read_body};
+use crate::serve::{BodyError, content_type, read_body};
 use crate::startup::AppState;
 
 /// What the `/graphql` handlers share.
@@ -208,16 +208,7 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
 /// `application/json` or another JSON type (`application/graphql+json`),
 /// parameters (`; charset=utf-8`) allowed.
 fn is_json(headers: &HeaderMap) -> bool {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = content_type(headers).to_ascii_lowercase();
     essence == "application/json"
         || essence.starts_with("application/") && essence.ends_with("+json")
 }

@@ -333,11 +333,15 @@ async fn next_batch(
     carry: &mut Option<Job>,
     limit: usize,
 ) -> Option<Vec<Job>> {
-    let mut first = carry.take().filter(awaited);
-    while first.is_none() {
-        first = Some(rx.recv().await?).filter(awaited);
-    }
-    let first = first.expect("a job");
+    let first = match carry.take().filter(awaited) {
+        Some(job) => job,
+        None => loop {
+            let job = rx.recv().await?;
+            if awaited(&job) {
+                break job;
+            }
+        },
+    };
     let mut bytes = first.delivery.body.len();
     let mut jobs = vec![first];
     while jobs.len() < limit {

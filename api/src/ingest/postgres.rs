@@ -98,29 +98,28 @@ impl Writer {
         let Some(session) = self.doubt.take() else {
             return store::Settled::NotCommitted;
         };
-        let stored = async {
+        let settled = async {
             let mut conn = self.pool.acquire().await?;
             if !end_session(&mut conn, session).await? {
-                return Ok(None);
+                return Ok(store::Settled::Unknown(DbErr::Custom(format!(
+                    "the session of a batch whose connection broke (pid {}) did not end within {} s",
+                    session.pid,
+                    SESSION_END_WAIT.as_secs()
+                ))));
             }
-            stored_by(&mut conn, batch).await.map(Some)
+            Ok(match stored_by(&mut conn, batch).await? {
+                Some(receipts) => store::Settled::Committed(receipts),
+                None => store::Settled::NotCommitted,
+            })
         };
-        let stored = stored.await;
-        if stored.is_ok() {
-            // Only the writer's own connection broke: the database answers
-            // (its deliveries are retried, not refused as unavailable).
-            self.down = false;
-        }
-        match stored {
-            Ok(Some(receipts)) if receipts.iter().flatten().any(|r| !r.duplicate) => {
-                store::Settled::Committed(receipts)
+        match settled.await {
+            Ok(settled) => {
+                // Only the writer's own connection broke: the database
+                // answers (its deliveries are retried, not refused as
+                // unavailable).
+                self.down = false;
+                settled
             }
-            Ok(Some(_)) => store::Settled::NotCommitted,
-            Ok(None) => store::Settled::Unknown(DbErr::Custom(format!(
-                "the session of a batch whose connection broke (pid {}) did not end within {} s",
-                session.pid,
-                SESSION_END_WAIT.as_secs()
-            ))),
             Err(err) => store::Settled::Unknown(db_err(err)),
         }
     }
@@ -309,12 +308,13 @@ fn unavailable(err: &sqlx::Error) -> bool {
     }
 }
 
-/// The ids of the rows each delivery of `batch` stored, if it did: a raw
-/// event of its call and key that arrived when it did.
+/// What each delivery of `batch` stored, if the batch committed (None if
+/// none of it is stored): a raw event of its call and key that arrived when
+/// it did, or for a duplicate in it the copy it duplicates.
 async fn stored_by(
     conn: &mut PgConnection,
     batch: &[Input<'_>],
-) -> Result<Vec<Option<Receipt>>, sqlx::Error> {
+) -> Result<Option<Vec<Option<Receipt>>>, sqlx::Error> {
     let (mut calls, mut keys, mut callless) = (Vec::new(), Vec::new(), Vec::new());
     // Each (call, key) once: the join returns a stored row once per pair.
     let mut pairs = std::collections::HashSet::new();
@@ -360,29 +360,31 @@ async fn stored_by(
             })
         })
         .collect();
+    if receipts.iter().all(Option::is_none) {
+        // Nothing of it is stored: it did not commit.
+        return Ok(None);
+    }
     // In a batch that committed, a delivery that stored nothing was a
     // duplicate (of a copy in the batch, or stored before): answered as one,
     // with the latest copy of its call and key that arrived before it (a
     // later one in the batch opened another attempt). Sent again instead,
     // it could arrive after what followed it and count again.
-    if receipts.iter().flatten().any(|r| !r.duplicate) {
-        for ((d, received_at, _), receipt) in batch.iter().zip(&mut receipts) {
-            if receipt.is_none() {
-                *receipt = found
-                    .iter()
-                    .filter(|(_, call, key, at)| {
-                        *call == d.call_id && *key == d.dedupe_key && at <= received_at
-                    })
-                    .map(|(id, ..)| *id)
-                    .max()
-                    .map(|event_id| Receipt {
-                        event_id,
-                        duplicate: true,
-                    });
-            }
+    for ((d, received_at, _), receipt) in batch.iter().zip(&mut receipts) {
+        if receipt.is_none() {
+            *receipt = found
+                .iter()
+                .filter(|(_, call, key, at)| {
+                    *call == d.call_id && *key == d.dedupe_key && at <= received_at
+                })
+                .map(|(id, ..)| *id)
+                .max()
+                .map(|event_id| Receipt {
+                    event_id,
+                    duplicate: true,
+                });
         }
     }
-    Ok(receipts)
+    Ok(Some(receipts))
 }
 
 /// Stored copies of a batch's deliveries, by call and key (and without a

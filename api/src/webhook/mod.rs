@@ -15,7 +15,7 @@ use serde_json::json;
 use crate::domain::{Delivery, EventKind, Format, ParseError, parse};
 use crate::ingest::{IngestError, Receipt};
 use crate::metrics::Refusal;
-use crate::serve::{BodyError, read_body};
+use crate::serve::{BodyError, content_type, read_body};
 use crate::startup::AppState;
 
 pub use signature::{SignatureError, V2_HEADER, sign, sign_v2, verify, verify_v2};
@@ -201,12 +201,7 @@ fn check_signature(
 
 /// `application/json`, parameters (`; charset=utf-8`) allowed.
 fn check_content_type(headers: &HeaderMap) -> Result<(), WebhookError> {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let essence = value.split(';').next().unwrap_or("").trim();
-    if essence.eq_ignore_ascii_case("application/json") {
+    if content_type(headers).eq_ignore_ascii_case("application/json") {
         Ok(())
     } else {
         Err(WebhookError::ContentType)
