@@ -10,9 +10,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Args, ValueEnum};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use crate::config::WebhookSecrets;
@@ -157,12 +164,9 @@ fn per_second(s: &str) -> Result<f64, String> {
 
 /// Send `args.calls` generated lifecycles and measure every request.
 pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()?;
     // `run` fills in the default; callers of `send` name the server.
     let url = args.url.as_deref().context("no URL to send to")?;
-    let endpoint = format!("{}/webhooks/call-events", url.trim_end_matches('/'));
+    let endpoint = Arc::new(Endpoint::new(url)?);
     let next = Arc::new(AtomicUsize::new(0));
     let total = Arc::new(Mutex::new(Summary::default()));
     let progress = indicatif::ProgressBar::new(args.calls as u64).with_style(
@@ -174,8 +178,7 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     let workers: Vec<_> = (0..args.concurrency.max(1))
         .map(|_| {
             let paced = paced.clone();
-            let (client, endpoint, next, total, args, progress) = (
-                client.clone(),
+            let (endpoint, next, total, args, progress) = (
                 endpoint.clone(),
                 next.clone(),
                 total.clone(),
@@ -184,6 +187,8 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
             );
             tokio::spawn(async move {
                 let mut mine = Summary::default();
+                // Each worker sends on a connection of its own, kept alive.
+                let mut conn = None;
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= args.calls {
@@ -199,7 +204,8 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
                             .await;
                         }
                         let signing = (args.format, args.secret.as_ref());
-                        post(&client, &endpoint, signing, body, &mut mine).await;
+                        let request = endpoint.request(signing, body);
+                        post(&endpoint, &mut conn, request, &mut mine).await;
                     }
                     progress.inc(1);
                 }
@@ -222,48 +228,160 @@ pub async fn send(args: &SimulateArgs, seed: u64) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-async fn post(
-    client: &reqwest::Client,
-    endpoint: &str,
-    (format, secret): (WireFormat, Option<&WebhookSecrets>),
-    body: Vec<u8>,
-    into: &mut Summary,
-) {
-    let mut request = client
-        .post(endpoint)
-        .header("content-type", "application/json");
-    match (format, secret.and_then(|s| s.entries.first())) {
-        (_, None) => {}
-        (WireFormat::V1, Some((pk, sk))) => {
-            request = request.header("x-signature", sign(&sk.0, &body));
-            if let Some(pk) = pk {
-                request = request.header("x-public-key", pk);
+/// Where deliveries go: the webhook's URL, parsed once. `simulate` speaks
+/// plain HTTP/1.1 on one kept-alive connection per worker, as a platform's
+/// sender would, with no client pool in between (a general-purpose client
+/// parsed the URL and looked up its pool for every request: ~40 % of the
+/// load generator's CPU, taken from the server it measures on a shared
+/// machine, docs/PERFORMANCE.md).
+struct Endpoint {
+    /// `host:port`, to connect to.
+    address: String,
+    /// The `Host` header.
+    host: HeaderValue,
+    uri: Uri,
+}
+
+impl Endpoint {
+    fn new(base: &str) -> anyhow::Result<Self> {
+        let url = format!("{}/webhooks/call-events", base.trim_end_matches('/'));
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("{base:?} is not a URL"))?;
+        if uri.scheme_str() != Some("http") {
+            anyhow::bail!("simulate sends over http:// only, not to {base:?}");
+        }
+        let authority = uri.authority().context("the URL names no host")?;
+        let address = format!(
+            "{}:{}",
+            authority.host(),
+            authority.port_u16().unwrap_or(80)
+        );
+        let host = HeaderValue::from_str(authority.as_str())?;
+        let path: Uri = uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .parse()
+            .expect("a URL's path is a URI");
+        Ok(Self {
+            address,
+            host,
+            uri: path,
+        })
+    }
+
+    /// A signed delivery of `body`.
+    fn request(
+        &self,
+        (format, secret): (WireFormat, Option<&WebhookSecrets>),
+        body: Vec<u8>,
+    ) -> Request<Full<Bytes>> {
+        let mut request = Request::post(self.uri.clone())
+            .header(header::HOST, self.host.clone())
+            .header(header::CONTENT_TYPE, "application/json");
+        match (format, secret.and_then(|s| s.entries.first())) {
+            (_, None) => {}
+            (WireFormat::V1, Some((pk, sk))) => {
+                request = request.header("x-signature", sign(&sk.0, &body));
+                if let Some(pk) = pk {
+                    request = request.header("x-public-key", pk);
+                }
+            }
+            (WireFormat::V2, Some((_, sk))) => {
+                let now = Utc::now().timestamp();
+                request = request.header(V2_HEADER, sign_v2(&sk.0, now, &body));
             }
         }
-        (WireFormat::V2, Some((_, sk))) => {
-            let now = Utc::now().timestamp();
-            request = request.header(V2_HEADER, sign_v2(&sk.0, now, &body));
-        }
+        request
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request of valid parts")
     }
+
+    async fn connect(&self) -> anyhow::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&self.address)
+            .await
+            .with_context(|| format!("connecting to {}", self.address))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends when the connection closes; its requests see why.
+            let _ = connection.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// The part of the webhook's answer `simulate` counts.
+#[derive(serde::Deserialize)]
+struct Answer {
+    duplicate: bool,
+}
+
+/// Send one delivery on the worker's connection `conn` (opened, or opened
+/// again after the server closed it), and count its answer.
+async fn post(
+    endpoint: &Endpoint,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    request: Request<Full<Bytes>>,
+    into: &mut Summary,
+) {
     let started = Instant::now();
-    let response = request.body(body).send().await;
+    let answer = exchange(endpoint, conn, request).await;
     into.latencies.push(started.elapsed());
     into.sent += 1;
-    match response {
-        Ok(r) if r.status().is_success() => match r.json::<Value>().await {
-            Ok(v) if v["duplicate"] == true => into.duplicates += 1,
-            Ok(_) => into.stored += 1,
-            Err(_) => into.errors += 1,
-        },
-        Ok(r) => {
+    match answer {
+        Ok((status, body)) if status.is_success() => {
+            match serde_json::from_slice::<Answer>(&body) {
+                Ok(Answer { duplicate: true }) => into.duplicates += 1,
+                Ok(_) => into.stored += 1,
+                Err(_) => into.errors += 1,
+            }
+        }
+        Ok((status, _)) => {
             into.errors += 1;
-            tracing::warn!(status = %r.status(), "delivery refused");
+            tracing::warn!(%status, "delivery refused");
         }
         Err(e) => {
+            // The connection is not trusted again.
+            *conn = None;
             into.errors += 1;
-            tracing::warn!(error = %e, "delivery failed");
+            tracing::warn!(error = %format!("{e:#}"), "delivery failed");
         }
     }
+}
+
+/// The answer's status and body. A request the connection did not send
+/// (the server had closed it while idle) goes out once more on a new one.
+async fn exchange(
+    endpoint: &Endpoint,
+    conn: &mut Option<SendRequest<Full<Bytes>>>,
+    mut request: Request<Full<Bytes>>,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    for _ in 0..2 {
+        let usable = match conn {
+            Some(sender) => sender.ready().await.is_ok(),
+            None => false,
+        };
+        if !usable {
+            *conn = Some(endpoint.connect().await?);
+        }
+        let sender = conn.as_mut().expect("connected above");
+        match sender.try_send_request(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let body = response.into_body().collect().await?.to_bytes();
+                return Ok((status, body));
+            }
+            Err(mut e) => match e.take_message() {
+                Some(unsent) => {
+                    *conn = None;
+                    request = unsent;
+                }
+                None => return Err(e.into_error().into()),
+            },
+        }
+    }
+    anyhow::bail!("the server closed two connections before they sent the delivery")
 }
 
 /// The deliveries of call `index` of a run, in the order the platform sends
@@ -597,6 +715,23 @@ impl Merge for Value {
 mod tests {
     use super::*;
     use crate::domain::{EventKind, Projection, parse};
+
+    #[test]
+    fn the_url_names_where_to_connect_and_what_to_ask_for() {
+        let e = Endpoint::new("http://127.0.0.1:8080").unwrap();
+        assert_eq!(e.address, "127.0.0.1:8080");
+        assert_eq!(e.host, "127.0.0.1:8080");
+        assert_eq!(e.uri, "/webhooks/call-events");
+        let e = Endpoint::new("http://calltrail.internal/behind/a/proxy/").unwrap();
+        assert_eq!(e.address, "calltrail.internal:80");
+        assert_eq!(e.host, "calltrail.internal");
+        assert_eq!(e.uri, "/behind/a/proxy/webhooks/call-events");
+        let e = Endpoint::new("http://[::1]:9000").unwrap();
+        assert_eq!(e.address, "[::1]:9000");
+        for url in ["https://calltrail.example.com", "127.0.0.1:8080", "not a url"] {
+            assert!(Endpoint::new(url).is_err(), "{url}");
+        }
+    }
 
     #[test]
     fn without_a_url_the_server_is_reached_where_it_listens() {
