@@ -132,6 +132,16 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Host names GraphQL answers to on a server without an API token,
+    /// besides IP addresses and `localhost`, comma-separated (`*`: any).
+    #[arg(
+        long,
+        env = "CALLTRAIL_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub allowed_hosts: Vec<String>,
+
     /// How long an unfinished call may stay silent before it counts as stale (`90s`, `2m`, `1h`).
     #[arg(long, env = "CALLTRAIL_STALE_AFTER", default_value = "40m", value_parser = positive_duration, global = true)]
     pub stale_after: Duration,

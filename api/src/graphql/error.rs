@@ -1,6 +1,6 @@
 //! GraphQL errors carry `extensions.code`: `BAD_USER_INPUT`, `NOT_FOUND`, `CONFLICT`,
-//! `INTERNAL_SERVER_ERROR` from resolvers; `UNAUTHENTICATED` and
-//! `BAD_REQUEST` from the HTTP layer; the codes of [`super::limits`] for
+//! `INTERNAL_SERVER_ERROR` from resolvers; `UNAUTHENTICATED`, `FORBIDDEN`
+//! and `BAD_REQUEST` from the HTTP layer; the codes of [`super::limits`] for
 //! queries refused before they run.
 
 use async_graphql::{Error, ErrorExtensions};
@@ -13,6 +13,8 @@ pub const CONFLICT: &str = "CONFLICT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const BAD_REQUEST: &str = "BAD_REQUEST";
+/// A server without a token, asked under a host name it does not answer to (`host.rs`).
+pub const FORBIDDEN: &str = "FORBIDDEN";
 
 impl ErrorExtensions for ServiceError {
     fn extend(&self) -> Error {

@@ -21,7 +21,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
-use super::error::{BAD_REQUEST, UNAUTHENTICATED};
+use super::error::{BAD_REQUEST, FORBIDDEN, UNAUTHENTICATED};
+use super::host::{self, AllowedHosts};
 use super::{AppSchema, build_schema, execute};
 use crate::serve::{BodyError, content_type, read_body};
 use crate::startup::AppState;
@@ -35,6 +36,8 @@ struct Gql {
     token: Option<Arc<[u8; 32]>>,
     /// `CALLTRAIL_CLIENT_TIMEOUT`: how long a request body may take to arrive.
     body_timeout: Duration,
+    /// `CALLTRAIL_ALLOWED_HOSTS`: checked when there is no token.
+    hosts: AllowedHosts,
 }
 
 pub(super) fn digest(token: &[u8]) -> [u8; 32] {
@@ -52,6 +55,7 @@ pub fn routes(app: &AppState) -> Router<AppState> {
             .as_ref()
             .map(|t| Arc::new(digest(t.0.as_bytes()))),
         body_timeout: app.config.client_timeout,
+        hosts: AllowedHosts::new(&app.config.allowed_hosts),
     };
     let mut router = Router::new()
         .route("/graphql", get(get_graphql).post(post_graphql))
@@ -61,7 +65,12 @@ pub fn routes(app: &AppState) -> Router<AppState> {
         Ok(None) => {}
         Err(why) => tracing::error!("{why}; CORS stays off"),
     }
-    let ws = super::ws::routes(gql.schema.clone(), gql.token.clone(), app);
+    let ws = super::ws::routes(
+        gql.schema.clone(),
+        gql.token.clone(),
+        gql.hosts.clone(),
+        app,
+    );
     router.with_state(gql).merge(ws)
 }
 
@@ -120,6 +129,9 @@ fn wants_html(headers: &HeaderMap) -> bool {
 /// `Authorization: Bearer <token>`.
 async fn require_token(State(gql): State<Gql>, request: HttpRequest, next: Next) -> Response {
     let Some(expected) = &gql.token else {
+        if !gql.hosts.allow(request.headers()) {
+            return refuse(StatusCode::FORBIDDEN, FORBIDDEN, host::REFUSED);
+        }
         return next.run(request).await;
     };
     if request.method() == Method::GET && wants_html(request.headers()) {

@@ -7,6 +7,7 @@ mod batch;
 mod connection;
 pub mod error;
 mod fanout;
+pub mod host;
 pub mod http;
 mod inputs;
 pub mod limits;

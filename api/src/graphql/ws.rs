@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{Notify, watch};
 
 use super::fanout::{self, Shares};
+use super::host::AllowedHosts;
 use super::subscription::{Probe, feed_error};
 use super::{AppSchema, batch, execute, loaders};
 use crate::bus::Bus;
@@ -136,6 +137,8 @@ struct Ws {
     /// `calltrail_subscription_messages_sent_total`.
     sent: Counter,
     token: Option<Arc<[u8; 32]>>,
+    /// `CALLTRAIL_ALLOWED_HOSTS`: checked when there is no token.
+    hosts: AllowedHosts,
     sockets: Sockets,
     /// `CALLTRAIL_WS_WRITE_TIMEOUT`.
     write_timeout: Duration,
@@ -143,7 +146,12 @@ struct Ws {
 
 /// The `/graphql/ws` route. Not behind the HTTP token check: browsers cannot
 /// set headers on a WebSocket, so the token travels in `connection_init`.
-pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -> Router<AppState> {
+pub fn routes(
+    schema: AppSchema,
+    token: Option<Arc<[u8; 32]>>,
+    hosts: AllowedHosts,
+    app: &AppState,
+) -> Router<AppState> {
     let executor = LiveExecutor {
         schema,
         db: app.db.read.clone(),
@@ -162,6 +170,7 @@ pub fn routes(schema: AppSchema, token: Option<Arc<[u8; 32]>>, app: &AppState) -
         sent,
         executor,
         token,
+        hosts,
         sockets: app.sockets.clone(),
         write_timeout: app.config.ws_write_timeout,
     };
@@ -196,6 +205,9 @@ async fn upgrade(
             "a page of another origin may not open /graphql/ws: add its origin to CALLTRAIL_CORS_ORIGINS",
         )
             .into_response();
+    }
+    if ws.token.is_none() && !ws.hosts.allow(&headers) {
+        return (StatusCode::FORBIDDEN, super::host::REFUSED).into_response();
     }
     if *ws.sockets.0.stop.borrow() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();

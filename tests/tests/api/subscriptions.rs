@@ -843,6 +843,12 @@ async fn live_messages_equal_the_replay_of_the_same_deliveries() {
 
 /// The status of a WebSocket handshake to `/graphql/ws` sent with `origin`.
 async fn handshake_status(base: &str, origin: Option<&str>) -> u16 {
+    let origin: Vec<_> = origin.map(|o| ("origin", o)).into_iter().collect();
+    handshake_with(base, &origin).await
+}
+
+/// The handshake's HTTP status, with these extra headers.
+async fn handshake_with(base: &str, extra: &[(&'static str, &str)]) -> u16 {
     use tokio_tungstenite::tungstenite::Error;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::http::HeaderValue;
@@ -855,8 +861,8 @@ async fn handshake_status(base: &str, origin: Option<&str>) -> u16 {
         "sec-websocket-protocol",
         HeaderValue::from_static(TRANSPORT_WS),
     );
-    if let Some(origin) = origin {
-        headers.insert("origin", HeaderValue::from_str(origin).expect("origin"));
+    for (name, value) in extra {
+        headers.insert(*name, HeaderValue::from_str(value).expect("a header value"));
     }
     match tokio_tungstenite::connect_async(request).await {
         Ok((_, response)) => response.status().as_u16(),
@@ -899,6 +905,38 @@ async fn pages_of_other_origins_cannot_open_a_socket_unless_allowed() {
             handshake_status(&allowed.address, Some("https://evil.example")).await,
             403
         );
+    })
+    .await;
+}
+
+/// DNS rebinding: a page whose name resolves to the server's address, and
+/// so passes the `Origin` check as the server's own origin, cannot open a
+/// socket on a server without a token (`host.rs`); with a token it could
+/// not start one anyway.
+#[tokio::test]
+async fn a_page_rebound_to_a_server_without_a_token_cannot_open_a_socket() {
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.allowed_hosts = vec!["calltrail.internal".into()];
+        })
+        .await;
+        let port = app.address.rsplit(':').next().unwrap().to_owned();
+        let rebound = format!("evil.example:{port}");
+        let origin = format!("http://{rebound}");
+        assert_eq!(
+            handshake_with(&app.address, &[("host", &rebound), ("origin", &origin)]).await,
+            403,
+            "{backend:?}"
+        );
+        let listed = format!("calltrail.internal:{port}");
+        let origin = format!("http://{listed}");
+        assert_eq!(
+            handshake_with(&app.address, &[("host", &listed), ("origin", &origin)]).await,
+            101,
+            "{backend:?}"
+        );
+        let local = format!("localhost:{port}");
+        assert_eq!(handshake_with(&app.address, &[("host", &local)]).await, 101);
     })
     .await;
 }

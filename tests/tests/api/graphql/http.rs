@@ -270,6 +270,79 @@ async fn queries_deeper_than_12_levels_or_too_complex_are_refused_before_running
     .await;
 }
 
+/// POST a GraphQL operation naming `host` in its `Host` header.
+async fn post_as(app: &TestApp, host: &str, query: &str, variables: Value) -> Answer {
+    let request = app
+        .client
+        .post(format!("{}/graphql", app.address))
+        .header("host", host)
+        .json(&json!({"query": query, "variables": variables}));
+    Answer::from(request.send().await.expect("the server answers")).await
+}
+
+/// A page whose own name it makes resolve to 127.0.0.1 (DNS rebinding) is
+/// same-origin with a server on its visitor's machine: without a token,
+/// GraphQL answers only requests naming an IP address, localhost, or a host
+/// of `CALLTRAIL_ALLOWED_HOSTS`, and a refused mutation changes nothing.
+#[tokio::test]
+async fn without_a_token_graphql_answers_only_addresses_localhost_and_allowed_hosts() {
+    const PENDING: &str = r#"{ actions(filter: {status: [PENDING]}) { totalCount nodes { id } } }"#;
+    const ACK: &str =
+        r#"mutation($id: ID!) { acknowledgeAction(id: $id, status: HANDLED) { id } }"#;
+    on_each_backend(|backend| async move {
+        let app = TestApp::spawn_with(backend, |c| {
+            c.allowed_hosts = vec!["calltrail.internal".into()];
+        })
+        .await;
+        seed_fixtures(&app).await;
+        let port = app.address.rsplit(':').next().unwrap().to_owned();
+        let pending = data(&app.graphql(PENDING, Value::Null).await)["actions"].clone();
+        let before = pending["totalCount"].as_i64().unwrap();
+        assert!(before > 0, "{backend:?}: the fixtures hold pending actions");
+        let id = pending["nodes"][0]["id"].clone();
+
+        let rebound = format!("evil.example:{port}");
+        let refused = post_as(&app, &rebound, ACK, json!({"id": id})).await;
+        assert_eq!(refused.status, 403, "{backend:?}: {}", refused.body);
+        assert_eq!(error_codes(&refused), ["FORBIDDEN"]);
+        assert!(
+            refused.body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("CALLTRAIL_ALLOWED_HOSTS")
+        );
+        let query = get(&app, PENDING, &[("host", rebound.as_str())]).await;
+        assert_eq!(query.status, 403);
+        let after = data(&app.graphql(PENDING, Value::Null).await)["actions"]["totalCount"].clone();
+        assert_eq!(after, before, "{backend:?}: the refused mutation ran");
+
+        for host in [
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+            format!("calltrail.internal:{port}"),
+            "CallTrail.Internal".to_owned(),
+        ] {
+            let answer = post_as(&app, &host, PENDING, Value::Null).await;
+            assert_eq!(data(&answer)["actions"]["totalCount"], before, "{host}");
+        }
+
+        // With a token, the token is the check, whatever the host.
+        let with_token =
+            TestApp::spawn_with(backend, |c| c.api_token = Some(Secret(TOKEN.into()))).await;
+        let answer = with_token
+            .client
+            .post(format!("{}/graphql", with_token.address))
+            .header("host", "calltrail.example.com")
+            .bearer_auth(TOKEN)
+            .json(&json!({"query": QUERY}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn browsers_from_configured_origins_may_call_graphql() {
     on_each_backend(|backend| async move {
