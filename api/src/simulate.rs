@@ -252,6 +252,9 @@ impl Endpoint {
             anyhow::bail!("simulate sends over http:// only, not to {base:?}");
         }
         let authority = uri.authority().context("the URL names no host")?;
+        if authority.as_str().contains('@') {
+            anyhow::bail!("simulate sends no user name or password: {base:?}");
+        }
         let address = format!(
             "{}:{}",
             authority.host(),
@@ -728,7 +731,12 @@ mod tests {
         assert_eq!(e.uri, "/behind/a/proxy/webhooks/call-events");
         let e = Endpoint::new("http://[::1]:9000").unwrap();
         assert_eq!(e.address, "[::1]:9000");
-        for url in ["https://calltrail.example.com", "127.0.0.1:8080", "not a url"] {
+        for url in [
+            "https://calltrail.example.com",
+            "127.0.0.1:8080",
+            "not a url",
+            "http://user:password@proxy.example",
+        ] {
             assert!(Endpoint::new(url).is_err(), "{url}");
         }
     }

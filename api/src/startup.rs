@@ -45,6 +45,7 @@ impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let writers = config.writers();
         graphql::http::cors_layer(&config.cors_origins).map_err(anyhow::Error::msg)?;
+        graphql::host::AllowedHosts::parse(&config.allowed_hosts).map_err(anyhow::Error::msg)?;
         let db = Db::connect(&config, writers).await?;
         db.migrate().await?;
         let listener = TcpListener::bind(config.listen)

@@ -16,14 +16,30 @@ use axum::http::{HeaderMap, header};
 pub struct AllowedHosts(std::sync::Arc<[String]>);
 
 impl AllowedHosts {
-    pub fn new(hosts: &[String]) -> Self {
-        Self(
-            hosts
-                .iter()
-                .map(|h| h.trim().trim_end_matches('.').to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect(),
-        )
+    /// `CALLTRAIL_ALLOWED_HOSTS`: host names (a port is ignored: the check
+    /// is by name), or `*`. Anything else (a URL, a pattern) would never
+    /// match a `Host` and is refused, naming the setting.
+    pub fn parse(hosts: &[String]) -> Result<Self, String> {
+        let mut names = Vec::new();
+        for entry in hosts.iter().map(|h| h.trim()).filter(|h| !h.is_empty()) {
+            if entry == "*" {
+                names.push(entry.to_owned());
+                continue;
+            }
+            let name = host_name(entry)
+                .filter(|name| {
+                    name.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'))
+                })
+                .ok_or_else(|| {
+                    format!(
+                        "CALLTRAIL_ALLOWED_HOSTS: {entry:?} is not a host name like calltrail.internal \
+                         (no scheme, path or pattern; `*` alone allows any)"
+                    )
+                })?;
+            names.push(name.trim_end_matches('.').to_ascii_lowercase());
+        }
+        Ok(Self(names.into()))
     }
 
     /// Whether a request with these headers may use GraphQL without a
@@ -72,7 +88,7 @@ mod tests {
             headers.insert(header::HOST, h.parse().unwrap());
         }
         let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
-        AllowedHosts::new(&hosts).allow(&headers)
+        AllowedHosts::parse(&hosts).unwrap().allow(&headers)
     }
 
     #[test]
@@ -102,10 +118,31 @@ mod tests {
         ] {
             assert!(!allowed(&[], Some(host)), "{host}");
         }
-        let listed = [" calltrail.internal ", "Ops.Example.com."];
+        let listed = [
+            " calltrail.internal ",
+            "Ops.Example.com.",
+            "ports.example:8080",
+            "",
+        ];
         assert!(allowed(&listed, Some("calltrail.internal:8080")));
+        assert!(allowed(&listed, Some("ports.example:9090")), "by name");
         assert!(allowed(&listed, Some("ops.example.com")));
         assert!(!allowed(&listed, Some("other.example.com")));
         assert!(allowed(&["*"], Some("anything.example")));
+    }
+
+    #[test]
+    fn entries_that_could_never_match_a_host_are_refused() {
+        for entry in [
+            "http://calltrail.internal",
+            "*.example.com",
+            "calltrail.internal/graphql",
+            "user@calltrail.internal",
+            "calltrail internal",
+        ] {
+            let err = AllowedHosts::parse(&[entry.to_owned()]).unwrap_err();
+            assert!(err.contains("CALLTRAIL_ALLOWED_HOSTS"), "{err}");
+            assert!(err.contains(entry), "{err}");
+        }
     }
 }

@@ -55,7 +55,8 @@ pub fn routes(app: &AppState) -> Router<AppState> {
             .as_ref()
             .map(|t| Arc::new(digest(t.0.as_bytes()))),
         body_timeout: app.config.client_timeout,
-        hosts: AllowedHosts::new(&app.config.allowed_hosts),
+        // Checked at start (`startup.rs`); an unchecked mistake allows no host.
+        hosts: AllowedHosts::parse(&app.config.allowed_hosts).unwrap_or_default(),
     };
     let mut router = Router::new()
         .route("/graphql", get(get_graphql).post(post_graphql))

@@ -403,3 +403,21 @@ async fn a_malformed_cors_origin_stops_the_start_with_a_clear_message() {
         .expect("refused");
     assert!(err.to_string().contains("CALLTRAIL_CORS_ORIGINS"), "{err}");
 }
+
+#[tokio::test]
+async fn an_allowed_host_that_could_never_match_stops_the_start_with_a_clear_message() {
+    let url = calltrail_tests::fresh_database(calltrail_tests::Backend::Sqlite).await;
+    let mut config = calltrail::Config::for_database(&url);
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.allowed_hosts = vec![
+        "calltrail.internal".into(),
+        "https://calltrail.internal".into(),
+    ];
+    let err = calltrail::Application::build(config)
+        .await
+        .err()
+        .expect("refused");
+    let err = err.to_string();
+    assert!(err.contains("CALLTRAIL_ALLOWED_HOSTS"), "{err}");
+    assert!(err.contains("https://calltrail.internal"), "{err}");
+}
