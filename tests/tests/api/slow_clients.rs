@@ -38,7 +38,7 @@ async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<String
 /// The headers of a POST whose body will be `length` bytes long.
 fn post_head(path: &str, length: usize) -> String {
     format!(
-        "POST {path} HTTP/1.1\r\nHost: calltrail\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
     )
 }
 
@@ -47,7 +47,7 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     on_each_backend(|backend| async move {
         let app = TestApp::spawn_with(backend, |c| c.client_timeout = Duration::from_secs(1)).await;
         let mut slow = connect(&app.address).await;
-        slow.write_all(b"POST /webhooks/call-events HTTP/1.1\r\nHost: calltrail\r\nX-Waiting: ")
+        slow.write_all(b"POST /webhooks/call-events HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Waiting: ")
             .await
             .unwrap();
         let started = Instant::now();
@@ -343,7 +343,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
         let mut idle = vec![connect(&app.address).await, connect(&app.address).await];
         // Both are being served: each answers a request.
         for conn in &mut idle {
-            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: calltrail\r\n\r\n")
+            conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
                 .await
                 .unwrap();
             let mut buf = [0u8; 256];
