@@ -127,7 +127,8 @@ fn wants_html(headers: &HeaderMap) -> bool {
 }
 
 /// When a token is configured, every request but GraphiQL's page needs
-/// `Authorization: Bearer <token>`.
+/// `Authorization: Bearer <token>`; without one, the request's `Host` must
+/// be one GraphQL answers to (`host.rs`).
 async fn require_token(State(gql): State<Gql>, request: HttpRequest, next: Next) -> Response {
     let Some(expected) = &gql.token else {
         if !gql.hosts.allow(request.headers()) {
